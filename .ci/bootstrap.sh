@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Make .venv if it is missing (torch first, on its own, then the pinned stack and this package),
+# then run the given command inside it. Idempotent: a complete .venv is reused as it is.
+#   bash .ci/bootstrap.sh snakemake --cores all
+#   bash .ci/bootstrap.sh pytest
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$root/.venv"
+stamp="$venv/.pixeldit-installed"
+want="$(cat "$root/.ci/requirements.txt" "$root/pyproject.toml" | sha1sum | cut -c1-40)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "[bootstrap] installing into $venv (about 2 minutes on a fresh machine)" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install -q "torch==2.13.0"
+    "$venv/bin/python" -m pip install -q -c "$root/.ci/requirements.txt" -r "$root/.ci/requirements.txt"
+    "$venv/bin/python" -m pip install -q --no-deps -e "$root"
+    echo "$want" > "$stamp"
+fi
+export PATH="$venv/bin:$PATH" HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" PYTHONUNBUFFERED=1
+cd "$root"
+exec "$@"

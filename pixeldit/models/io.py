@@ -1,0 +1,104 @@
+"""Network files: safetensors holding `net.*` and/or `ema.*` weights, with the model config in the header.
+
+The same config is written beside the file as JSON for people; the header copy is the one that is read.
+Loading checks the file's architecture against the model it is loaded into and names both on mismatch.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from pixeldit.models.pixeldit import PixelDiT, PixelDiTConfig
+
+FORMAT = "pixeldit-bench/network/v1"
+WEIGHT_SETS = ("net", "ema")
+
+
+def save_network(path: str | os.PathLike, config: PixelDiTConfig, *, net: dict | None = None,
+                 ema: dict | None = None, metadata: dict | None = None) -> Path:
+    """Write weights (state_dicts) and config atomically: temp file, fsync, rename."""
+    if net is None and ema is None:
+        raise ValueError("save_network needs at least one of net= or ema=")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors, seen_storage = {}, set()
+    for prefix, state in (("net", net), ("ema", ema)):
+        for key, value in (state or {}).items():
+            value = value.detach().to("cpu").contiguous()
+            if value.data_ptr() in seen_storage:  # safetensors refuses shared memory (same dict passed twice)
+                value = value.clone()
+            seen_storage.add(value.data_ptr())
+            tensors[f"{prefix}.{key}"] = value
+    header = {"format": FORMAT, "config": json.dumps(config.to_dict()), **{k: json.dumps(v) for k, v in (metadata or {}).items()}}
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        save_file(tensors, temp, metadata=header)
+        with open(temp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+    sidecar = {"format": FORMAT, "config": config.to_dict(), "weights": sorted({k.split(".")[0] for k in tensors}),
+               **(metadata or {})}
+    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    return path
+
+
+def read_network_header(path: str | os.PathLike) -> tuple[PixelDiTConfig, dict, list[str]]:
+    """(config, metadata, weight sets present) of a network file, with clear errors for foreign or broken files."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"network file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+            keys = list(handle.keys())
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"{path} is not a readable safetensors file ({error}); it may be truncated or corrupt — "
+                         f"re-export it (training snapshots are rewritten by rerunning the training command)") from None
+    if header.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a pixeldit-bench network file (format {header.get('format')!r}); "
+                         f"official checkpoints must first be converted with `pixeldit-bench weights import-official`")
+    config = PixelDiTConfig.from_dict(json.loads(header["config"]))
+    metadata = {k: json.loads(v) for k, v in header.items() if k not in ("format", "config")}
+    return config, metadata, sorted({key.split(".")[0] for key in keys})
+
+
+def load_state(path: str | os.PathLike, which: str = "ema") -> dict[str, torch.Tensor]:
+    """The `which` weight set ("ema" or "net") of a network file."""
+    if which not in WEIGHT_SETS:
+        raise ValueError(f"which must be one of {WEIGHT_SETS}, got {which!r}")
+    _, _, present = read_network_header(path)
+    if which not in present:
+        raise ValueError(f"{path} holds only {present} weights, not {which!r}")
+    prefix = which + "."
+    with safe_open(str(path), framework="pt") as handle:
+        return {key[len(prefix):]: handle.get_tensor(key) for key in handle.keys() if key.startswith(prefix)}
+
+
+def load_weights_into(model: PixelDiT, path: str | os.PathLike, which: str = "ema") -> PixelDiT:
+    """Load a file's weights into an existing model, refusing a different architecture."""
+    config, _, _ = read_network_header(path)
+    if config != model.config:
+        differing = {f: (getattr(config, f), getattr(model.config, f)) for f in config.to_dict()
+                     if getattr(config, f) != getattr(model.config, f)}
+        raise ValueError(f"{path} holds a {config.name or 'PixelDiT'} network but the model is "
+                         f"{model.config.name or 'PixelDiT'}; differing fields (file, model): {differing}")
+    model.load_state_dict(load_state(path, which))
+    return model
+
+
+def load_network(path: str | os.PathLike, which: str = "ema") -> tuple[PixelDiT, dict]:
+    """Build the model a network file describes and load its weights: returns (model, metadata incl. config)."""
+    config, metadata, _ = read_network_header(path)
+    model = PixelDiT(config)
+    model.load_state_dict(load_state(path, which))
+    return model.eval(), {"config": config.to_dict(), **metadata}
