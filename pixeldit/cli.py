@@ -16,6 +16,8 @@ app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", add_completion=
                   help="Train, sample, evaluate and report PixelDiT and baselines with the papers' protocols.")
 weights_app = typer.Typer(no_args_is_help=True, help="The registry of external files: list, fetch, verify, import.")
 app.add_typer(weights_app, name="weights")
+eval_app = typer.Typer(no_args_is_help=True, help="Score images with a benchmark's protocol (imagenet, geneval, dpg).")
+app.add_typer(eval_app, name="eval")
 console = Console()
 errors = Console(stderr=True)
 
@@ -138,11 +140,120 @@ def weights_import_official(
     console.print(f"{'would write' if dry_run else 'wrote'} {written}: {config}")
 
 
+def _parse_overrides(pairs: list[str]) -> dict:
+    """`key=value` strings -> dict, values parsed as JSON where they parse (numbers, lists, null, true)."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise fail(f"--set expects key=value, got {pair!r}")
+        try:
+            overrides[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            overrides[key] = raw
+    return overrides
+
+
+@app.command("train")
+def train_command(
+    preset: Annotated[str, typer.Argument(help="Training preset, e.g. digits32-s4, imagenet256-xl (see --list).")] = "",
+    kimg: Annotated[Optional[int], typer.Option("--kimg", help="Training budget in thousands of images (overrides the preset).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Run directory (default results/runs/<preset>-<seed>).")] = None,
+    seed: Annotated[int, typer.Option(help="Run seed (part of the run name).")] = 0,
+    dataset: Annotated[Optional[str], typer.Option(help="Prepared dataset directory (overrides the preset).")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override any TrainConfig field: --set lr=2e-4 --set ablation=vanilla-dit")] = None,
+    list_presets: Annotated[bool, typer.Option("--list", help="List the presets and exit.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
+) -> None:
+    """Train (or resume) a model; rerunning the same command continues from the newest training state.
+
+    Under torchrun every process runs this command; rank 0 writes the run directory.
+
+    [b]Examples[/b]
+      pixeldit-bench data prepare digits32 --out results/data/digits32
+      pixeldit-bench train digits32-s4
+      pixeldit-bench train digits32-s4 --set ablation=vanilla-dit --out results/runs/vanilla-0
+      torchrun --standalone --nproc_per_node 8 -m pixeldit.cli train imagenet256-xl --dataset data/imagenet256
+    """
+    from pixeldit.presets import PRESETS
+    from pixeldit.train import TrainConfig, train
+
+    if list_presets or not preset:
+        for name, values in PRESETS.items():
+            typer.echo(f"{name:44s} {values['model']:16s} {values['total_kimg']:>8} kimg  {values['dataset']}")
+        return
+    values = _parse_overrides(overrides or [])
+    values.update({k: v for k, v in (("total_kimg", kimg), ("dataset", dataset)) if v is not None})
+    try:
+        config = TrainConfig.from_preset(preset, seed=seed, **values)
+    except (KeyError, ValueError, TypeError) as error:
+        raise fail(str(error).strip('"'))
+    run_dir = out or Path("results/runs") / config.run_name()
+    if dry_run:
+        import dataclasses
+        console.print_json(json.dumps({"run_dir": str(run_dir), **dataclasses.asdict(config)}))
+        return
+    try:
+        snapshot = train(config, run_dir)
+    except (FileNotFoundError, ValueError) as error:
+        raise fail(str(error))
+    console.print(f"final snapshot: {snapshot}")
+
+
+@app.command("ls")
+def ls_command(
+    results: Annotated[Path, typer.Option(help="Results folder.")] = Path("results"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """List runs (progress, snapshots), sample sets and result files with their status.
+
+    [b]Examples[/b]
+      pixeldit-bench ls
+      pixeldit-bench ls --results /scratch/me/results --json
+    """
+    from pixeldit.inventory import list_results, list_runs, list_samples
+
+    if not results.is_dir():
+        raise fail(f"{results} is not a folder; pass --results")
+    sections = {"runs": list_runs(results), "samples": list_samples(results), "results": list_results(results)}
+    if as_json:
+        console.print_json(json.dumps(sections))
+        return
+    for title, rows in sections.items():
+        if not rows:
+            console.print(f"[dim]no {title} under {results}[/]")
+            continue
+        table = Table(title=title)
+        for column in rows[0]:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*(str(value) for value in row.values()))
+        console.print(table)
+
+
+def _mount_subcommands() -> None:
+    """Sub-apps that live beside their library code."""
+    from pixeldit.data.cli import app as data_app
+    from pixeldit.report.cli import baselines_app, report
+
+    app.add_typer(data_app, name="data", help="Prepare datasets (ADM centre crop) and inspect them.")
+    app.command("report")(report)
+    app.add_typer(baselines_app, name="baselines", help="Published numbers of baselines, with their sources.")
+
+    from evaluators.dpg.cli import dpg_app, eval_dpg
+
+    eval_app.command("dpg")(eval_dpg)
+    app.add_typer(dpg_app, name="dpg", help="DPG-Bench helpers: check an image folder, inspect the question CSV.")
+
+
+_mount_subcommands()
+
+
 def _load_weight_registrations() -> None:
     """Import the modules that register external files, so `weights` sees the whole registry."""
     import importlib
 
-    for module in ("evaluators.imagenet", "evaluators.geneval", "evaluators.dpg"):
+    for module in ("pixeldit.repa", "evaluators.imagenet", "evaluators.geneval", "evaluators.dpg"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as error:
