@@ -240,6 +240,10 @@ def _mount_subcommands() -> None:
     app.command("report")(report)
     app.add_typer(baselines_app, name="baselines", help="Published numbers of baselines, with their sources.")
 
+    from pixeldit.sampling_cli import app as sampling_app
+
+    app.add_typer(sampling_app, name="sample", help="Sample images (seeded, sharded, resumable) into ADM's samples.npz.")
+
     from evaluators.dpg.cli import dpg_app, eval_dpg
 
     eval_app.command("dpg")(eval_dpg)

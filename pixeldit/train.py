@@ -348,7 +348,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
             if is_main:
                 kimg_name = config.total_kimg if done else next_snapshot // 1000
                 save_network(snapshot_path(run_dir, kimg_name), net.config, net=net.state_dict(), ema=ema.state_dict(),
-                             metadata={"kimg": kimg_name, "nimg": nimg, "run": config.run_name(),
+                             metadata={"kimg": kimg_name, "nimg": nimg, "run": config.run_name(), "resolution": config.resolution,
                                        "prediction": config.prediction, "train_config": dataclasses.asdict(config)})
             next_snapshot += config.snapshot_kimg * 1000
         if nimg >= next_state or done:

@@ -1,0 +1,516 @@
+"""Seeded, sharded, resumable class-conditional sampling into the ADM evaluator's `.npz` format.
+
+Reproducibility rules (sample i gets the same noise and label whatever the batch size, shard size or number
+of processes; see `sample_shards` for when the images are bit-identical too):
+
+- Labels: sample i has class ``i mod num_classes``. Any multiple of num_classes from index 0 is
+  class-balanced (50,000 ImageNet samples = 50 per class) and a label never depends on n, so shards of
+  a 10k run are reused when the run grows to 50k. (The reference gives class blocks of n / num_classes;
+  the label multiset is the same.)
+- Noise: sample i's noise comes from its own `torch.Generator` (CPU, float32) seeded with a hash of
+  (seed, i) — see `noise_seed` — so it depends on nothing else. The model forward itself is the only
+  place where batch composition can enter, through the kernels the backend picks.
+- Quantisation to uint8, NHWC (ADM's `arr_0`): ``round`` (default) is the PixelDiT reference's
+  ``clip((x + 1)·127.5 + 0.5, 0, 255)`` truncated to uint8, i.e. round half up (DiT does the same);
+  ``floor`` is ADM's ``image_sample.py``, ``clip((x + 1)·127.5, 0, 255)`` truncated. The two shift FID
+  slightly; the choice is part of the settings every shard records.
+- Weights: EMA, fp32, with optional bf16 autocast around the model forward only (the sampler's update
+  arithmetic stays float32), as in the reference's predict loop.
+
+Layout of an output directory::
+
+    shard-0000000-0000999.npz    arr_0 uint8 (count, H, W, 3), arr_1 int64 labels   (indices 0..999)
+    shard-0000000-0000999.json   index range, settings, network sha256, sha256 of the .npz
+    samples.npz                  merged arr_0 / arr_1 (ADM evaluator input)
+    samples.json                 settings, shard list, sha256 of samples.npz
+    samples-grid.png             the first images, one class per column
+    png/0000000.png ...          optional
+
+A shard counts as done only when its sidecar exists, records the same settings and the `.npz` hashes to
+the recorded sha256; anything else is redone. Every file is written to a temp name, fsynced and renamed,
+so a killed job leaves either a whole file or none. Independent processes (SLURM array tasks, torchrun
+ranks) fill disjoint shard ids in the same directory; `merge_shards` checks that the shards tile [0, n).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from evaluators.results import sha256_file, write_json_atomic
+from pixeldit.samplers import Sampler, VelocityModel
+
+log = logging.getLogger(__name__)
+
+QUANTIZATIONS = ("round", "floor")
+LABEL_RULE = "index mod num_classes"
+NOISE_RULE = ("randn(3,H,W) float32 from torch.Generator(cpu).manual_seed("
+              "sha256('pixeldit-bench/noise/<seed>/<index>')[:8] little-endian & (2**63-1))")
+SHARD_SCHEMA = "pixeldit-bench/sample-shard/v1"
+SAMPLES_SCHEMA = "pixeldit-bench/samples/v1"
+SNAPSHOT_PATTERN = re.compile(r"network-snapshot-(\d{7})\.safetensors")
+SHARD_PATTERN = re.compile(r"shard-(\d{7})-(\d{7})\.npz")
+GRID_COLUMNS = 10
+
+
+# ------------------------------------------------------------------------------------------------
+# Per-index randomness, labels, quantisation
+
+
+def noise_seed(seed: int, index: int) -> int:
+    """63-bit generator seed for sample `index`; a hash, so nearby (seed, index) pairs are unrelated."""
+    digest = hashlib.sha256(f"pixeldit-bench/noise/{seed}/{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def sample_noise(seed: int, indices: Iterable[int], shape: Sequence[int]) -> torch.Tensor:
+    """(len(indices), *shape) float32 CPU noise; row k depends only on (seed, indices[k])."""
+    generator = torch.Generator(device="cpu")
+    rows = []
+    for index in indices:
+        generator.manual_seed(noise_seed(seed, int(index)))
+        rows.append(torch.randn(tuple(shape), generator=generator, dtype=torch.float32))
+    return torch.stack(rows)
+
+
+def class_labels(indices: Iterable[int], num_classes: int) -> np.ndarray:
+    """int64 label of each sample index: index mod num_classes."""
+    return np.asarray(list(indices), dtype=np.int64) % num_classes
+
+
+def quantize(images: torch.Tensor, convention: str = "round") -> np.ndarray:
+    """(B, 3, H, W) float in [-1, 1] -> (B, H, W, 3) uint8 (see the module docstring for the conventions)."""
+    if convention not in QUANTIZATIONS:
+        raise ValueError(f"unknown quantisation {convention!r}; choose one of {', '.join(QUANTIZATIONS)}")
+    scaled = (images.float() + 1) * 127.5 + (0.5 if convention == "round" else 0.0)
+    return scaled.clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, 3)
+
+
+# ------------------------------------------------------------------------------------------------
+# Generation
+
+
+def generate(model: VelocityModel, indices: Sequence[int], sampler: Sampler, seed: int, num_classes: int,
+             resolution: int, batch_size: int, device: str | torch.device, autocast_bf16: bool = False,
+             quantization: str = "round") -> tuple[np.ndarray, np.ndarray]:
+    """Sample the given indices: (uint8 (N, H, W, 3) images, int64 (N,) labels).
+
+    `model` must already be on `device`; its null (unconditional) class id is `num_classes`.
+    """
+    model_classes = getattr(model, "num_classes", num_classes)
+    if model_classes != num_classes:
+        raise ValueError(f"num_classes={num_classes} but the model has {model_classes} classes (its null id)")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = torch.device(device)
+    indices = [int(i) for i in indices]
+    labels = class_labels(indices, num_classes)
+    images = np.empty((len(indices), resolution, resolution, 3), dtype=np.uint8)
+
+    def forward(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
+            return model(x, t, y)
+
+    for start in range(0, len(indices), batch_size):
+        batch = indices[start:start + batch_size]
+        noise = sample_noise(seed, batch, (3, resolution, resolution)).to(device)  # (b, 3, H, W)
+        y = torch.from_numpy(labels[start:start + batch_size]).to(device)          # (b,)
+        x = sampler.sample(forward, noise, y, null_label=num_classes)              # (b, 3, H, W)
+        if not torch.isfinite(x).all():
+            raise FloatingPointError(f"the sampler produced non-finite values for samples {batch[0]}..{batch[-1]} "
+                                     f"(sampler {sampler.key}); try without --bf16 or check the checkpoint")
+        images[start:start + len(batch)] = quantize(x, quantization)
+    return images, labels
+
+
+# ------------------------------------------------------------------------------------------------
+# Files: network resolution, disk space, atomic npz
+
+
+def resolve_network(run_or_checkpoint: str | os.PathLike) -> Path:
+    """A run directory -> its latest `network-snapshot-<kimg>.safetensors`; a file -> itself."""
+    path = Path(run_or_checkpoint)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} is neither a checkpoint file nor a run directory")
+    snapshots = sorted((int(m.group(1)), p) for p in path.iterdir() if (m := SNAPSHOT_PATTERN.fullmatch(p.name)))
+    if not snapshots:
+        raise FileNotFoundError(f"run directory {path} has no network-snapshot-<kimg>.safetensors yet; "
+                                f"train longer or pass a checkpoint file")
+    return snapshots[-1][1]
+
+
+def check_disk_space(directory: Path, needed_bytes: int, what: str) -> None:
+    """Fail before sampling, not hours into it, when the output cannot fit."""
+    directory.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(directory).free
+    if needed_bytes > free:
+        raise OSError(f"{what} needs about {needed_bytes / 1e9:.2f} GB but {directory} has {free / 1e9:.2f} GB free; "
+                      f"free some space, pick another --out, or sample fewer images")
+
+
+def _atomic_target(path: Path):
+    """A temp file beside `path` (same filesystem, so the final rename is atomic)."""
+    return tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+
+
+def _commit(handle, path: Path) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
+    handle.close()
+    os.replace(handle.name, path)
+
+
+def save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
+    """np.savez through temp file + fsync + rename."""
+    handle = _atomic_target(path)
+    try:
+        np.savez(handle, **arrays)
+        _commit(handle, path)
+    finally:
+        if os.path.exists(handle.name):
+            os.unlink(handle.name)
+
+
+def _load_array(path: Path, name: str) -> np.ndarray:
+    with np.load(path) as data:
+        return data[name]
+
+
+def _write_merged_npz(path: Path, shard_files: Sequence[Path], image_shape: tuple[int, int, int],
+                      labels: np.ndarray) -> None:
+    """Write `arr_0` (all shards' images, streamed one shard at a time) and `arr_1` = labels, uncompressed
+    like np.savez, so 50k×512² images never have to sit in memory at once."""
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
+              "shape": (len(labels), *image_shape)}
+    handle = _atomic_target(path)
+    try:
+        with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+            with archive.open("arr_0.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array_header_1_0(member, header)
+                for shard in shard_files:
+                    member.write(memoryview(np.ascontiguousarray(_load_array(shard, "arr_0"))).cast("B"))
+            with archive.open("arr_1.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, labels)
+        _commit(handle, path)
+    finally:
+        if os.path.exists(handle.name):
+            os.unlink(handle.name)
+
+
+# ------------------------------------------------------------------------------------------------
+# Shards
+
+
+def shard_ranges(n: int, shard_size: int) -> list[tuple[int, int]]:
+    """[(first, last)] inclusive index ranges covering [0, n)."""
+    if n < 1 or shard_size < 1:
+        raise ValueError(f"n and shard_size must be >= 1, got n={n}, shard_size={shard_size}")
+    return [(first, min(first + shard_size, n) - 1) for first in range(0, n, shard_size)]
+
+
+def shard_path(out_dir: Path, first: int, last: int) -> Path:
+    return out_dir / f"shard-{first:07d}-{last:07d}.npz"
+
+
+def parse_shard_ids(text: str | None) -> list[int] | None:
+    """'0,3,5-7' -> [0, 3, 5, 6, 7]; None or '' -> None (all shards). `plan_sampling` checks they exist."""
+    if text is None or not text.strip():
+        return None
+    ids: list[int] = []
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if match is None:
+            raise ValueError(f"cannot read shard list {text!r}; write ids and ranges like '0,3,5-7'")
+        first, last = int(match.group(1)), int(match.group(2) or match.group(1))
+        ids.extend(range(first, last + 1))
+    return sorted(set(ids))
+
+
+def _read_sidecar(npz_path: Path) -> dict | None:
+    try:
+        return json.loads(npz_path.with_suffix(".json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _differences(found: dict, expected: dict) -> dict:
+    return {key: (found.get(key), expected.get(key)) for key in sorted(set(found) | set(expected))
+            if found.get(key) != expected.get(key)}
+
+
+def _check_no_foreign_shards(out_dir: Path, settings: dict) -> None:
+    """Refuse to mix runs: any shard sidecar in out_dir must record these settings."""
+    for npz_path in sorted(out_dir.glob("shard-*.npz")):
+        sidecar = _read_sidecar(npz_path)
+        if sidecar is not None and sidecar.get("settings") != settings:
+            raise ValueError(f"{npz_path.with_suffix('.json')} was sampled with other settings "
+                             f"{_differences(sidecar.get('settings') or {}, settings)} (found, wanted); "
+                             f"use another output directory or delete those shards")
+
+
+def shard_is_complete(npz_path: Path, settings: dict) -> bool:
+    """Sidecar present with these settings, and the npz matches its recorded sha256."""
+    sidecar = _read_sidecar(npz_path)
+    return (sidecar is not None and sidecar.get("settings") == settings and npz_path.is_file()
+            and sha256_file(npz_path) == sidecar.get("sha256"))
+
+
+def distributed_world() -> tuple[int, int]:
+    """(rank, world size) under torchrun / SLURM-style env vars; (0, 1) otherwise."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def default_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def sampling_settings(sampler: Sampler, seed: int, network_sha256: str, resolution: int, num_classes: int,
+                      quantization: str, autocast_bf16: bool) -> dict:
+    """What makes two shards interchangeable; every shard records it and merge insists it is equal."""
+    return {"sampler": sampler.key, "seed": seed, "network_sha256": network_sha256, "resolution": resolution,
+            "num_classes": num_classes, "quantization": quantization,
+            "precision": "bf16-autocast" if autocast_bf16 else "fp32",
+            "labels": LABEL_RULE, "noise": NOISE_RULE}
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingPlan:
+    """What a sampling command will do, resolved and checked from the network file's header alone."""
+
+    network_path: Path
+    model_name: str
+    num_classes: int
+    resolution: int
+    n: int
+    shards: tuple[tuple[int, int], ...]   # (first, last) inclusive, all shards of [0, n)
+    shard_ids: tuple[int, ...]            # the ones this process fills
+
+    def describe(self) -> dict:
+        return {"network": str(self.network_path), "model": self.model_name, "num_classes": self.num_classes,
+                "resolution": self.resolution, "n": self.n, "num_shards": len(self.shards),
+                "shard_ids": list(self.shard_ids), "output_bytes": self.n * self.resolution ** 2 * 3}
+
+
+def plan_sampling(network: str | os.PathLike, n: int, shard_size: int, shard_ids: Sequence[int] | None = None,
+                  resolution: int | None = None) -> SamplingPlan:
+    """Resolve the network (run dir -> latest snapshot) and check n, resolution and shard ids against it.
+
+    Under torchrun (RANK / WORLD_SIZE set) each process takes every WORLD_SIZE-th of the chosen shards.
+    """
+    from pixeldit.models.io import read_network_header  # cheap: reads the safetensors header only
+
+    network_path = resolve_network(network)
+    config, metadata, _ = read_network_header(network_path)
+    resolution = resolution or metadata.get("resolution")
+    if resolution is None:
+        raise ValueError(f"{network_path} does not record its training resolution; pass --resolution")
+    if resolution % config.patch_size:
+        raise ValueError(f"resolution {resolution} is not divisible by the patch size {config.patch_size} of "
+                         f"{config.name or 'this model'}; use a multiple of {config.patch_size}")
+    if n % config.num_classes:
+        raise ValueError(f"n={n} is not a multiple of the model's {config.num_classes} classes, so the labels cannot "
+                         f"be class-balanced; use e.g. n={math.ceil(n / config.num_classes) * config.num_classes}")
+    shards = shard_ranges(n, shard_size)
+    chosen = sorted(set(range(len(shards)) if shard_ids is None else shard_ids))
+    bad = [i for i in chosen if not 0 <= i < len(shards)]
+    if bad:
+        raise ValueError(f"shard ids {bad} do not exist: this run has {len(shards)} shards (ids 0..{len(shards) - 1})")
+    rank, world = distributed_world()
+    return SamplingPlan(network_path, config.name, config.num_classes, int(resolution), n, tuple(shards),
+                        tuple(chosen[rank::world]))
+
+
+def sample_shards(network_path: str | os.PathLike, out_dir: str | os.PathLike, n: int, sampler: Sampler, seed: int,
+                  shard_size: int, shard_ids: Sequence[int] | None = None, *, batch_size: int = 64,
+                  device: str | torch.device | None = None, autocast_bf16: bool = False,
+                  resolution: int | None = None, quantization: str = "round", merge: bool = False,
+                  png: bool = False) -> dict:
+    """Fill the shards of [0, n) in `out_dir` (all or `shard_ids`; under torchrun this rank's share of them) with
+    EMA-weight samples, skipping complete ones; with `merge`, merge afterwards.
+    Returns {"written": [...], "skipped": [...], "merged": path or None}.
+
+    Outputs are bit-identical for any split into shards or processes as long as shard_size is a multiple of
+    batch_size (the batches then hold the same indices); across batch sizes they agree up to the float
+    rounding of the backend's kernels, which may differ with the batch size.
+    """
+    from pixeldit.models.io import load_network
+
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"unknown quantisation {quantization!r}; choose one of {', '.join(QUANTIZATIONS)}")
+    plan = plan_sampling(network_path, n, shard_size, shard_ids, resolution)
+    out_dir = Path(out_dir)
+    settings = sampling_settings(sampler, seed, sha256_file(plan.network_path), plan.resolution, plan.num_classes,
+                                 quantization, autocast_bf16)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_no_foreign_shards(out_dir, settings)
+    mine = [plan.shards[i] for i in plan.shard_ids]
+    pending = [(a, b) for a, b in mine if not shard_is_complete(shard_path(out_dir, a, b), settings)]
+    bytes_per_image = plan.resolution ** 2 * 3
+    check_disk_space(out_dir, sum(b - a + 1 for a, b in pending) * bytes_per_image
+                     + (n * bytes_per_image * (2 if png else 1) if merge else 0), f"sampling {len(pending)} shards")
+
+    model, metadata = load_network(plan.network_path, which="ema")
+    device = torch.device(device) if device is not None else default_device()
+    model.float().eval().to(device)
+    network = {"path": str(plan.network_path), "sha256": settings["network_sha256"], "weights": "ema",
+               "config": metadata.get("config")}
+    for first, last in pending:
+        path = shard_path(out_dir, first, last)
+        log.info("sampling %s", path.name)
+        images, labels = generate(model, range(first, last + 1), sampler, seed, plan.num_classes, plan.resolution,
+                                  batch_size, device, autocast_bf16, quantization)
+        save_npz_atomic(path, arr_0=images, arr_1=labels)
+        write_json_atomic(path.with_suffix(".json"), {
+            "schema": SHARD_SCHEMA, "first": first, "last": last, "count": last - first + 1,
+            "sha256": sha256_file(path), "settings": settings, "sampler_config": dataclasses.asdict(sampler),
+            "network": network, "device": str(device), "torch": torch.__version__})
+    merged = merge_shards(out_dir, n=n, png=png) if merge else None
+    return {"written": [shard_path(out_dir, a, b).name for a, b in pending],
+            "skipped": [shard_path(out_dir, a, b).name for a, b in mine if (a, b) not in pending],
+            "merged": str(merged) if merged else None}
+
+
+# ------------------------------------------------------------------------------------------------
+# Merge
+
+
+def _load_shard_table(out_dir: Path) -> list[tuple[int, int, Path, dict]]:
+    """Every shard in out_dir as (first, last, path, sidecar), verified against its own sidecar."""
+    table = []
+    for path in sorted(out_dir.glob("shard-*.npz")):
+        match = SHARD_PATTERN.fullmatch(path.name)
+        if match is None:
+            raise ValueError(f"{path} does not follow the shard naming shard-<first:07d>-<last:07d>.npz; remove it")
+        sidecar = _read_sidecar(path)
+        if sidecar is None:
+            raise ValueError(f"{path.name} has no readable sidecar {path.with_suffix('.json').name} (an interrupted "
+                             f"write); rerun the same sample command to redo it")
+        first, last = int(match.group(1)), int(match.group(2))
+        if (sidecar.get("first"), sidecar.get("last")) != (first, last):
+            raise ValueError(f"{path.name}: its sidecar says indices {sidecar.get('first')}..{sidecar.get('last')}; "
+                             f"delete both files and rerun the sample command")
+        if sha256_file(path) != sidecar.get("sha256"):
+            raise ValueError(f"{path.name} does not match the sha256 in its sidecar (corrupt or partly written); "
+                             f"rerun the same sample command to redo it")
+        table.append((first, last, path, sidecar))
+    if not table:
+        raise FileNotFoundError(f"no shard-*.npz files in {out_dir}; run `pixeldit-bench sample` first")
+    return sorted(table, key=lambda row: (row[0], row[1]))
+
+
+def _check_tiling(table: list[tuple[int, int, Path, dict]], n: int | None) -> list[tuple[int, int, Path, dict]]:
+    """The shards of [0, n) (all shards when n is None), refusing gaps, overlaps, duplicates and mixed settings."""
+    reference = table[0]
+    for row in table[1:]:
+        if row[3]["settings"] != reference[3]["settings"]:
+            raise ValueError(f"{row[2].name} and {reference[2].name} were sampled with different settings "
+                             f"{_differences(row[3]['settings'], reference[3]['settings'])}; delete the stray shards")
+    if n is not None:
+        straddling = [row[2].name for row in table if row[0] < n <= row[1]]
+        if straddling:
+            raise ValueError(f"{straddling} cross n={n}; merge with n at a shard boundary")
+        table = [row for row in table if row[1] < n]
+    expected_first = 0
+    previous = None
+    for first, last, path, _ in table:
+        if first > expected_first:
+            after = f"after {previous.name}" if previous else "at the start"
+            raise ValueError(f"gap: indices {expected_first}..{first - 1} are missing {after} (next is {path.name}); "
+                             f"rerun the sample command for the missing shards")
+        if first < expected_first:  # two shards claim the same indices (e.g. runs with different --shard-size)
+            raise ValueError(f"{path.name} overlaps {previous.name}: indices {first}..{min(last, expected_first - 1)} "
+                             f"were sampled twice; delete one of them")
+        expected_first, previous = last + 1, path
+    if n is not None and expected_first < n:
+        raise ValueError(f"gap: indices {expected_first}..{n - 1} are missing after {previous.name}; "
+                         f"rerun the sample command for the missing shards")
+    return table
+
+
+def _verified_shards(out_dir: Path, n: int | None) -> list[tuple[int, int, Path, dict]]:
+    """The shards tiling [0, n) (all when n is None), every check done: checksums, tiling, settings, labels."""
+    table = _check_tiling(_load_shard_table(out_dir), n)
+    settings = table[0][3]["settings"]
+    count = table[-1][1] + 1
+    if count % settings["num_classes"]:
+        raise ValueError(f"the shards hold {count} samples, not a multiple of {settings['num_classes']} classes; "
+                         f"sample up to a multiple first")
+    labels = np.concatenate([_load_array(path, "arr_1") for _, _, path, _ in table])
+    if not np.array_equal(labels, class_labels(range(count), settings["num_classes"])):
+        raise ValueError("shard labels do not follow the 'index mod num_classes' rule; the shards were not written "
+                         "by this sampler — delete them and resample")
+    return table
+
+
+def check_shards(out_dir: str | os.PathLike, n: int | None = None) -> dict:
+    """What `merge_shards` would merge, after all of its checks, without writing anything."""
+    table = _verified_shards(Path(out_dir), n)
+    return {"count": table[-1][1] + 1, "settings": table[0][3]["settings"],
+            "shards": [path.name for _, _, path, _ in table]}
+
+
+def merge_shards(out_dir: str | os.PathLike, n: int | None = None, png: bool = False,
+                 grid_rows: int = 8) -> Path:
+    """Merge verified shards tiling [0, n) into samples.npz (+ samples.json, samples-grid.png, optional png/)."""
+    out_dir = Path(out_dir)
+    table = _verified_shards(out_dir, n)
+    settings, count = table[0][3]["settings"], table[-1][1] + 1
+    shard_files = [path for _, _, path, _ in table]
+    resolution = settings["resolution"]
+    check_disk_space(out_dir, count * resolution * resolution * 3 * (2 if png else 1), "merging")
+    npz_path = out_dir / "samples.npz"
+    _write_merged_npz(npz_path, shard_files, (resolution, resolution, 3),
+                      class_labels(range(count), settings["num_classes"]))
+    _write_pngs(out_dir, shard_files, png, grid_rows * GRID_COLUMNS)
+    first_sidecar = table[0][3]
+    write_json_atomic(out_dir / "samples.json", {
+        "schema": SAMPLES_SCHEMA, "file": npz_path.name, "sha256": sha256_file(npz_path), "count": count,
+        "arrays": {"arr_0": f"uint8 ({count}, {resolution}, {resolution}, 3)", "arr_1": f"int64 ({count},) labels"},
+        "settings": settings, "sampler_config": first_sidecar.get("sampler_config"),
+        "network": first_sidecar.get("network"),
+        "shards": [{"file": path.name, "first": first, "last": last, "sha256": sidecar["sha256"]}
+                   for first, last, path, sidecar in table]})
+    return npz_path
+
+
+def _write_pngs(out_dir: Path, shard_files: Sequence[Path], all_images: bool, grid_size: int) -> None:
+    """samples-grid.png from the first `grid_size` images (one class per column for <= 10 classes);
+    with `all_images`, every image as png/<index:07d>.png."""
+    from PIL import Image
+
+    grid_images: list[np.ndarray] = []
+    index = 0
+    for shard in shard_files:
+        images = _load_array(shard, "arr_0")
+        grid_images.extend(images[:max(0, grid_size - len(grid_images))])
+        if all_images:
+            (out_dir / "png").mkdir(exist_ok=True)
+            for image in images:
+                Image.fromarray(image).save(out_dir / "png" / f"{index:07d}.png")
+                index += 1
+        elif len(grid_images) >= grid_size:
+            break
+    columns = min(GRID_COLUMNS, len(grid_images))
+    rows = math.ceil(len(grid_images) / columns)
+    height, width, _ = grid_images[0].shape
+    canvas = np.zeros((rows * height, columns * width, 3), dtype=np.uint8)
+    for k, image in enumerate(grid_images):
+        row, column = divmod(k, columns)
+        canvas[row * height:(row + 1) * height, column * width:(column + 1) * width] = image
+    Image.fromarray(canvas).save(out_dir / "samples-grid.png")
