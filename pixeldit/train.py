@@ -262,6 +262,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
         model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
         model = torch.compile(model)
+    ema_params, net_params = list(ema.parameters()), list(net.parameters())
     align_output: list[torch.Tensor] = []
     if projector is not None:
         net.patch_blocks[config.repa["align_layer"] - 1].register_forward_hook(lambda _m, _i, out: align_output.append(out))
@@ -322,8 +323,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
             optimizer.step()
             beta = ema_decay(config, config.batch_size, nimg)
             with torch.no_grad():
-                for p_ema, p_net in zip(ema.parameters(), net.parameters()):
-                    p_ema.lerp_(p_net.float(), 1 - beta)
+                torch._foreach_lerp_(ema_params, net_params, 1 - beta)
             loss_mean = step_loss if loss_mean is None else 0.99 * loss_mean + 0.01 * step_loss
         nimg += config.batch_size
         step += 1

@@ -1,0 +1,23 @@
+# pixeldit-bench: train -> sample -> evaluate -> report. Entry only; the rules live in workflow/rules/.
+#   snakemake --cores all                                              # the embedded default (digits32, CPU)
+#   snakemake --cores all --configfile workflow/config/imagenet256.yaml --profile workflow/profiles/slurm
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "workflow/config/default.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/sample.smk"
+include: "workflow/rules/eval.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        report_outputs(),

@@ -1,0 +1,86 @@
+# Config validation and the helpers that turn the experiment matrix into file names.
+import math
+from pathlib import Path
+
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+RESULTS = config.get("results", "results")
+RUNS = config["runs"]
+SAMPLING = config["sampling"]
+
+
+wildcard_constraints:
+    run="[A-Za-z0-9_.-]+",
+    kimg="[0-9]{7}",
+    sampler="[A-Za-z0-9_.-]+",
+
+
+def run_kind(run):
+    """'train' runs are trained here; 'import' runs convert a released checkpoint."""
+    return "import" if "checkpoint" in RUNS[run] else "train"
+
+
+def eval_kimgs(run):
+    spec = RUNS[run]
+    if run_kind(run) == "import":
+        return [spec.get("kimg", 0)]
+    return spec.get("eval_kimg", [spec["kimg"]])
+
+
+def network_file(run, kimg):
+    if run_kind(run) == "import":
+        return f"{RESULTS}/imported/{run}.safetensors"
+    return f"{RESULTS}/runs/{run}/network-snapshot-{int(kimg):07d}.safetensors"
+
+
+def final_network(run):
+    """What a sampling job waits for: the run's last snapshot (intermediate ones exist by then)."""
+    return network_file(run, RUNS[run].get("kimg", 0))
+
+
+def samplers_of(run):
+    return RUNS[run].get("samplers", SAMPLING["samplers"])
+
+
+def sample_dir(run, kimg, sampler):
+    return f"{RESULTS}/samples/{run}/{int(kimg):07d}/{sampler}"
+
+
+def shard_files(wildcards):
+    n, size = SAMPLING["n"], SAMPLING["shard_size"]
+    directory = sample_dir(wildcards.run, wildcards.kimg, wildcards.sampler)
+    return [f"{directory}/shard-{first:07d}-{min(first + size, n) - 1:07d}.npz" for first in range(0, n, size)]
+
+
+def shard_id(wildcards):
+    return int(wildcards.first) // SAMPLING["shard_size"]
+
+
+def metric_files():
+    files = []
+    for run in RUNS:
+        for kimg in eval_kimgs(run):
+            for sampler in samplers_of(run):
+                for evaluator in config["evaluators"]:
+                    files.append(f"{RESULTS}/metrics/{run}/{int(kimg):07d}/{sampler}/{evaluator}.json")
+    return files
+
+
+def report_outputs():
+    return [f"{RESULTS}/report/report.md"]
+
+
+def launcher(gpus):
+    """The CLI, under torchrun when a rule gets more than one GPU (one process per GPU)."""
+    if int(gpus) > 1:
+        return f"torchrun --standalone --nproc_per_node {int(gpus)} -m pixeldit.cli"
+    return "pixeldit-bench"
+
+
+def labels(run):
+    spec = RUNS[run]
+    pairs = {"group": spec.get("group"), "variant": spec.get("variant", run), "dataset": config["dataset"]["name"]}
+    return " ".join(f"--label {key}={value}" for key, value in pairs.items() if value is not None)

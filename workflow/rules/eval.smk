@@ -1,0 +1,24 @@
+# Evaluation: one result JSON (values + protocol card) per samples.npz and evaluator.
+
+
+rule eval_imagenet:
+    input:
+        samples=rules.merge_samples.output.npz,
+        ref=config["reference"]["file"],
+    output:
+        f"{RESULTS}/metrics/{{run}}/{{kimg}}/{{sampler}}/imagenet.json",
+    params:
+        labels=lambda wildcards: labels(wildcards.run),
+        n=SAMPLING["n"],
+    log:
+        f"{RESULTS}/logs/eval/{{run}}-{{kimg}}-{{sampler}}-imagenet.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/eval/{{run}}-{{kimg}}-{{sampler}}-imagenet.tsv"
+    threads: config["resources"]["eval_threads"]
+    resources:
+        gpu=config["resources"]["eval_gpus"],
+        mem_mb=config["resources"]["eval_mem_mb"],
+        runtime=config["resources"]["eval_runtime"],
+    shell:
+        "OMP_NUM_THREADS={threads} pixeldit-bench eval imagenet {input.samples} --ref {input.ref} "
+        "--expected-samples {params.n} {params.labels} --out {output} > {log} 2>&1"
