@@ -6,7 +6,10 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "workflow/config/default.yaml"
+# --configfile replaces the embedded default instead of being merged into it (Snakemake merges dicts).
+if not config:
+
+    configfile: "workflow/config/default.yaml"
 
 
 include: "workflow/rules/common.smk"

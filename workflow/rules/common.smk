@@ -80,6 +80,11 @@ def launcher(gpus):
     return "pixeldit-bench"
 
 
+def threads_per_process(threads, gpus):
+    """CPU threads for each of the rule's processes (torchrun starts one per GPU)."""
+    return max(1, int(threads) // max(1, int(gpus)))
+
+
 def labels(run):
     spec = RUNS[run]
     pairs = {"group": spec.get("group"), "variant": spec.get("variant", run), "dataset": config["dataset"]["name"]}

@@ -10,6 +10,7 @@ rule eval_imagenet:
     params:
         labels=lambda wildcards: labels(wildcards.run),
         n=SAMPLING["n"],
+        omp=lambda wildcards, threads, resources: threads_per_process(threads, resources.gpu),
     log:
         f"{RESULTS}/logs/eval/{{run}}-{{kimg}}-{{sampler}}-imagenet.log",
     benchmark:
@@ -20,5 +21,5 @@ rule eval_imagenet:
         mem_mb=config["resources"]["eval_mem_mb"],
         runtime=config["resources"]["eval_runtime"],
     shell:
-        "OMP_NUM_THREADS={threads} pixeldit-bench eval imagenet {input.samples} --ref {input.ref} "
+        "OMP_NUM_THREADS={params.omp} pixeldit-bench eval imagenet {input.samples} --ref {input.ref} "
         "--expected-samples {params.n} {params.labels} --out {output} > {log} 2>&1"

@@ -17,6 +17,7 @@ rule sample_shard:
         res=config["dataset"]["resolution"],
         extra=SAMPLING.get("extra_args", ""),
         launch=lambda wildcards, resources: launcher(resources.gpu),
+        omp=lambda wildcards, threads, resources: threads_per_process(threads, resources.gpu),
     log:
         f"{RESULTS}/logs/sample/{{run}}-{{kimg}}-{{sampler}}-{{first}}-{{last}}.log",
     benchmark:
@@ -28,7 +29,7 @@ rule sample_shard:
         runtime=config["resources"]["sample_runtime"],
         tasks_per_gpu=0,
     shell:
-        "OMP_NUM_THREADS={threads} {params.launch} sample {params.network} --out {params.out} --n {params.n} "
+        "OMP_NUM_THREADS={params.omp} {params.launch} sample {params.network} --out {params.out} --n {params.n} "
         "--sampler {wildcards.sampler} --seed {params.seed} --resolution {params.res} --shard-size {params.shard_size} "
         "--shards {params.shard} --batch-size {params.batch} --no-merge {params.extra} > {log} 2>&1"
 

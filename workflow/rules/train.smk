@@ -15,6 +15,7 @@ rule train:
         out=lambda wildcards: f"{RESULTS}/runs/{wildcards.run}",
         overrides=lambda wildcards: " ".join(f"--set {k}={v}" for k, v in RUNS[wildcards.run].get("set", {}).items()),
         launch=lambda wildcards, resources: launcher(resources.gpu),
+        omp=lambda wildcards, threads, resources: threads_per_process(threads, resources.gpu),
     log:
         f"{RESULTS}/logs/train/{{run}}-{{kimg}}.log",
     benchmark:
@@ -26,7 +27,7 @@ rule train:
         runtime=config["resources"]["train_runtime"],
         tasks_per_gpu=0,
     shell:
-        "OMP_NUM_THREADS={threads} {params.launch} train {params.preset} --seed {params.seed} --kimg {params.kimg} "
+        "OMP_NUM_THREADS={params.omp} {params.launch} train {params.preset} --seed {params.seed} --kimg {params.kimg} "
         "--dataset {params.dataset} --out {params.out} {params.overrides} > {log} 2>&1"
 
 
