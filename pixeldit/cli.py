@@ -257,7 +257,7 @@ def _load_weight_registrations() -> None:
     """Import the modules that register external files, so `weights` sees the whole registry."""
     import importlib
 
-    for module in ("pixeldit.repa", "evaluators.imagenet", "evaluators.geneval", "evaluators.dpg"):
+    for module in ("pixeldit.repa", "pixeldit.text_encoders", "evaluators.imagenet", "evaluators.geneval", "evaluators.dpg"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as error:

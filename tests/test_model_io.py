@@ -114,3 +114,14 @@ def test_models_command_lists_the_registry_with_exact_counts():
     rows = {row["name"]: row for row in json.loads(result.output)}
     assert rows["PixelDiT-XL/16"]["params"] == 797_383_203
     assert rows["PixelDiT-XL/16"]["gflops@256"] == pytest.approx(311.19, abs=0.01)
+
+
+def test_text_to_image_networks_round_trip_through_the_same_format(tmp_path):
+    from pixeldit.models import build_t2i_model
+
+    model = build_t2i_model("PixelDiT-T2I-T/4")
+    path = save_network(tmp_path / "t2i.safetensors", model.config, ema=model.state_dict())
+    loaded, meta = load_network(path)
+    assert meta["family"] == "pixeldit-t2i" and type(loaded) is type(model)
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key

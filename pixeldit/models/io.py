@@ -15,12 +15,22 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from pixeldit.models.pixeldit import PixelDiT, PixelDiTConfig
+from pixeldit.models.t2i import PixelDiTT2I, PixelDiTT2IConfig
 
 FORMAT = "pixeldit-bench/network/v1"
 WEIGHT_SETS = ("net", "ema")
+# Model families a network file can hold: header name -> (config class, model class).
+FAMILIES = {"pixeldit": (PixelDiTConfig, PixelDiT), "pixeldit-t2i": (PixelDiTT2IConfig, PixelDiTT2I)}
 
 
-def save_network(path: str | os.PathLike, config: PixelDiTConfig, *, net: dict | None = None,
+def family_of(config) -> str:
+    for family, (config_class, _) in FAMILIES.items():
+        if type(config) is config_class:
+            return family
+    raise TypeError(f"no network family for config type {type(config).__name__}; known: {sorted(FAMILIES)}")
+
+
+def save_network(path: str | os.PathLike, config, *, net: dict | None = None,
                  ema: dict | None = None, metadata: dict | None = None) -> Path:
     """Write weights (state_dicts) and config atomically: temp file, fsync, rename."""
     if net is None and ema is None:
@@ -35,7 +45,7 @@ def save_network(path: str | os.PathLike, config: PixelDiTConfig, *, net: dict |
                 value = value.clone()
             seen_storage.add(value.data_ptr())
             tensors[f"{prefix}.{key}"] = value
-    header = {"format": FORMAT, "config": json.dumps(config.to_dict()), **{k: json.dumps(v) for k, v in (metadata or {}).items()}}
+    header = {"format": FORMAT, "family": family_of(config), "config": json.dumps(config.to_dict()), **{k: json.dumps(v) for k, v in (metadata or {}).items()}}
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
     try:
@@ -46,13 +56,13 @@ def save_network(path: str | os.PathLike, config: PixelDiTConfig, *, net: dict |
     finally:
         if os.path.exists(temp):
             os.unlink(temp)
-    sidecar = {"format": FORMAT, "config": config.to_dict(), "weights": sorted({k.split(".")[0] for k in tensors}),
+    sidecar = {"format": FORMAT, "family": family_of(config), "config": config.to_dict(), "weights": sorted({k.split(".")[0] for k in tensors}),
                **(metadata or {})}
     path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
     return path
 
 
-def read_network_header(path: str | os.PathLike) -> tuple[PixelDiTConfig, dict, list[str]]:
+def read_network_header(path: str | os.PathLike) -> tuple[PixelDiTConfig | PixelDiTT2IConfig, dict, list[str]]:
     """(config, metadata, weight sets present) of a network file, with clear errors for foreign or broken files."""
     path = Path(path)
     if not path.is_file():
@@ -67,8 +77,12 @@ def read_network_header(path: str | os.PathLike) -> tuple[PixelDiTConfig, dict, 
     if header.get("format") != FORMAT:
         raise ValueError(f"{path} is not a pixeldit-bench network file (format {header.get('format')!r}); "
                          f"official checkpoints must first be converted with `pixeldit-bench weights import-official`")
-    config = PixelDiTConfig.from_dict(json.loads(header["config"]))
-    metadata = {k: json.loads(v) for k, v in header.items() if k not in ("format", "config")}
+    family = header.get("family", "pixeldit")
+    if family not in FAMILIES:
+        raise ValueError(f"{path} holds a {family!r} network, which this version cannot build (known: {sorted(FAMILIES)})")
+    config = FAMILIES[family][0].from_dict(json.loads(header["config"]))
+    metadata = {k: json.loads(v) for k, v in header.items() if k not in ("format", "family", "config")}
+    metadata["family"] = family
     return config, metadata, sorted({key.split(".")[0] for key in keys})
 
 
@@ -84,7 +98,7 @@ def load_state(path: str | os.PathLike, which: str = "ema") -> dict[str, torch.T
         return {key[len(prefix):]: handle.get_tensor(key) for key in handle.keys() if key.startswith(prefix)}
 
 
-def load_weights_into(model: PixelDiT, path: str | os.PathLike, which: str = "ema") -> PixelDiT:
+def load_weights_into(model: PixelDiT | PixelDiTT2I, path: str | os.PathLike, which: str = "ema") -> PixelDiT:
     """Load a file's weights into an existing model, refusing a different architecture."""
     config, _, _ = read_network_header(path)
     if config != model.config:
@@ -96,9 +110,9 @@ def load_weights_into(model: PixelDiT, path: str | os.PathLike, which: str = "em
     return model
 
 
-def load_network(path: str | os.PathLike, which: str = "ema") -> tuple[PixelDiT, dict]:
+def load_network(path: str | os.PathLike, which: str = "ema") -> tuple[PixelDiT | PixelDiTT2I, dict]:
     """Build the model a network file describes and load its weights: returns (model, metadata incl. config)."""
     config, metadata, _ = read_network_header(path)
-    model = PixelDiT(config)
+    model = FAMILIES[metadata["family"]][1](config)
     model.load_state_dict(load_state(path, which))
     return model.eval(), {"config": config.to_dict(), **metadata}

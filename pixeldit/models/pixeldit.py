@@ -207,7 +207,8 @@ class PixelDiT(nn.Module):
         key = (kind, *args, str(device))
         if key not in self._tables:
             builder = rope_2d_angles if kind == "rope" else sincos_2d_position_embedding
-            self._tables[key] = builder(*args).to(device)
+            with torch.device("cpu"):  # built on the CPU even when the model lives on "meta" (FLOP counting)
+                self._tables[key] = builder(*args).to(device)
         return self._tables[key]
 
     def check_input(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> None:
