@@ -14,13 +14,15 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from pixeldit.models.latent_dit import LatentDiT, LatentDiTConfig
 from pixeldit.models.pixeldit import PixelDiT, PixelDiTConfig
 from pixeldit.models.t2i import PixelDiTT2I, PixelDiTT2IConfig
 
 FORMAT = "pixeldit-bench/network/v1"
 WEIGHT_SETS = ("net", "ema")
 # Model families a network file can hold: header name -> (config class, model class).
-FAMILIES = {"pixeldit": (PixelDiTConfig, PixelDiT), "pixeldit-t2i": (PixelDiTT2IConfig, PixelDiTT2I)}
+FAMILIES = {"pixeldit": (PixelDiTConfig, PixelDiT), "pixeldit-t2i": (PixelDiTT2IConfig, PixelDiTT2I),
+            "latent-dit": (LatentDiTConfig, LatentDiT)}
 
 
 def family_of(config) -> str:
@@ -101,9 +103,9 @@ def load_state(path: str | os.PathLike, which: str = "ema") -> dict[str, torch.T
 def load_weights_into(model: PixelDiT | PixelDiTT2I, path: str | os.PathLike, which: str = "ema") -> PixelDiT:
     """Load a file's weights into an existing model, refusing a different architecture."""
     config, _, _ = read_network_header(path)
-    if config != model.config:
-        differing = {f: (getattr(config, f), getattr(model.config, f)) for f in config.to_dict()
-                     if getattr(config, f) != getattr(model.config, f)}
+    if type(config) is not type(model.config) or config != model.config:
+        differing = {f: (getattr(config, f, None), getattr(model.config, f, None)) for f in config.to_dict()
+                     if getattr(config, f, None) != getattr(model.config, f, None)}
         raise ValueError(f"{path} holds a {config.name or 'PixelDiT'} network but the model is "
                          f"{model.config.name or 'PixelDiT'}; differing fields (file, model): {differing}")
     model.load_state_dict(load_state(path, which))
