@@ -244,6 +244,10 @@ def _mount_subcommands() -> None:
 
     app.add_typer(sampling_app, name="sample", help="Sample images (seeded, sharded, resumable) into ADM's samples.npz.")
 
+    from pixeldit.latent.cli import app as latent_app
+
+    app.add_typer(latent_app, name="latent", help="Latent baselines: autoencoder, latent cache, rFID reconstructions, compute.")
+
     from evaluators.dpg.cli import dpg_app, eval_dpg
 
     eval_app.command("dpg")(eval_dpg)
@@ -257,7 +261,7 @@ def _load_weight_registrations() -> None:
     """Import the modules that register external files, so `weights` sees the whole registry."""
     import importlib
 
-    for module in ("pixeldit.repa", "pixeldit.text_encoders", "evaluators.imagenet", "evaluators.geneval", "evaluators.dpg"):
+    for module in ("pixeldit.repa", "pixeldit.text_encoders", "pixeldit.latent.autoencoder", "evaluators.imagenet", "evaluators.geneval", "evaluators.dpg"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as error:

@@ -35,6 +35,12 @@ PRESETS: dict[str, dict] = {
     "digits32-s4": _DIGITS32,
     "digits32-t4-smoke": {**_DIGITS32, "model": "PixelDiT-T/4", "batch_size": 16, "total_kimg": 1,
                           "snapshot_kimg": 1, "state_kimg": 1, "log_every": 5},
+    # The latent baseline: DiT on the small autoencoder's 4x8x8 latents (autoencoder preset "digits32-ae",
+    # pixeldit.latent.ae_training), same recipe as digits32-s4 at the same training compute:
+    #   matched_kimg(training_flops("PixelDiT-S/4", 32, kimg=8), "LatentDiT-S/1", 32)      (pixeldit.latent.compute)
+    #   = 8 kimg x 853.6 / 634.7 MFLOPs per forward = 10.76 kimg -> 11 (budgets are whole kimg: +2% compute)
+    "digits32-latent-s1": {**_DIGITS32, "model": "LatentDiT-S/1", "total_kimg": 11,
+                           "latent": {"cache": "results/latent/digits32-train", "autoencoder": "results/latent/digits32-ae"}},
 }
 # The paper's ablation ladder: 80 epochs at 256² (its Table 5) and the same rungs at the embedded scale.
 for _rung in ABLATION_LADDER:

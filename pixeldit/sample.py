@@ -10,6 +10,9 @@ of processes; see `sample_shards` for when the images are bit-identical too):
 - Noise: sample i's noise comes from its own `torch.Generator` (CPU, float32) seeded with a hash of
   (seed, i) — see `noise_seed` — so it depends on nothing else. The model forward itself is the only
   place where batch composition can enter, through the kernels the backend picks.
+- Latent models (LatentDiT snapshots): the noise has the latent shape (C, h, w), and the sampled latents are
+  decoded by the autoencoder the snapshot records (refused if its weights changed since training), so the
+  shards hold uint8 images exactly like a pixel model's.
 - Quantisation to uint8, NHWC (ADM's `arr_0`): ``round`` (default) is the PixelDiT reference's
   ``clip((x + 1)·127.5 + 0.5, 0, 255)`` truncated to uint8, i.e. round half up (DiT does the same);
   ``floor`` is ADM's ``image_sample.py``, ``clip((x + 1)·127.5, 0, 255)`` truncated. The two shift FID
@@ -44,7 +47,7 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -52,11 +55,14 @@ import torch
 from evaluators.results import sha256_file, write_json_atomic
 from pixeldit.samplers import Sampler, VelocityModel
 
+if TYPE_CHECKING:   # pixeldit.latent imports this module (quantize)
+    from pixeldit.latent import LatentAutoencoder
+
 log = logging.getLogger(__name__)
 
 QUANTIZATIONS = ("round", "floor")
 LABEL_RULE = "index mod num_classes"
-NOISE_RULE = ("randn(3,H,W) float32 from torch.Generator(cpu).manual_seed("
+NOISE_RULE = ("randn({shape}) float32 from torch.Generator(cpu).manual_seed("
               "sha256('pixeldit-bench/noise/<seed>/<index>')[:8] little-endian & (2**63-1))")
 SHARD_SCHEMA = "pixeldit-bench/sample-shard/v1"
 SAMPLES_SCHEMA = "pixeldit-bench/samples/v1"
@@ -104,10 +110,11 @@ def quantize(images: torch.Tensor, convention: str = "round") -> np.ndarray:
 
 def generate(model: VelocityModel, indices: Sequence[int], sampler: Sampler, seed: int, num_classes: int,
              resolution: int, batch_size: int, device: str | torch.device, autocast_bf16: bool = False,
-             quantization: str = "round") -> tuple[np.ndarray, np.ndarray]:
+             quantization: str = "round", autoencoder: LatentAutoencoder | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Sample the given indices: (uint8 (N, H, W, 3) images, int64 (N,) labels).
 
-    `model` must already be on `device`; its null (unconditional) class id is `num_classes`.
+    `model` must already be on `device`; its null (unconditional) class id is `num_classes`. With an
+    `autoencoder`, the model works on its latents: the noise has the latent shape and samples are decoded.
     """
     model_classes = getattr(model, "num_classes", num_classes)
     if model_classes != num_classes:
@@ -118,6 +125,7 @@ def generate(model: VelocityModel, indices: Sequence[int], sampler: Sampler, see
     indices = [int(i) for i in indices]
     labels = class_labels(indices, num_classes)
     images = np.empty((len(indices), resolution, resolution, 3), dtype=np.uint8)
+    shape = (3, resolution, resolution) if autoencoder is None else autoencoder.latent_shape(resolution)
 
     def forward(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
@@ -125,13 +133,14 @@ def generate(model: VelocityModel, indices: Sequence[int], sampler: Sampler, see
 
     for start in range(0, len(indices), batch_size):
         batch = indices[start:start + batch_size]
-        noise = sample_noise(seed, batch, (3, resolution, resolution)).to(device)  # (b, 3, H, W)
+        noise = sample_noise(seed, batch, shape).to(device)                        # (b, *shape)
         y = torch.from_numpy(labels[start:start + batch_size]).to(device)          # (b,)
-        x = sampler.sample(forward, noise, y, null_label=num_classes)              # (b, 3, H, W)
+        x = sampler.sample(forward, noise, y, null_label=num_classes)              # (b, *shape)
         if not torch.isfinite(x).all():
             raise FloatingPointError(f"the sampler produced non-finite values for samples {batch[0]}..{batch[-1]} "
                                      f"(sampler {sampler.key}); try without --bf16 or check the checkpoint")
-        images[start:start + len(batch)] = quantize(x, quantization)
+        images[start:start + len(batch)] = (quantize(x, quantization) if autoencoder is None
+                                            else autoencoder.decode(x, quantization))  # (b, H, W, 3) uint8
     return images, labels
 
 
@@ -281,12 +290,17 @@ def default_device() -> torch.device:
 
 
 def sampling_settings(sampler: Sampler, seed: int, network_sha256: str, resolution: int, num_classes: int,
-                      quantization: str, autocast_bf16: bool) -> dict:
-    """What makes two shards interchangeable; every shard records it and merge insists it is equal."""
-    return {"sampler": sampler.key, "seed": seed, "network_sha256": network_sha256, "resolution": resolution,
-            "num_classes": num_classes, "quantization": quantization,
-            "precision": "bf16-autocast" if autocast_bf16 else "fp32",
-            "labels": LABEL_RULE, "noise": NOISE_RULE}
+                      quantization: str, autocast_bf16: bool, latent: dict | None = None) -> dict:
+    """What makes two shards interchangeable; every shard records it and merge insists it is equal.
+    `latent`: a latent snapshot's record (its autoencoder and latent shape), None for pixel models."""
+    settings = {"sampler": sampler.key, "seed": seed, "network_sha256": network_sha256, "resolution": resolution,
+                "num_classes": num_classes, "quantization": quantization,
+                "precision": "bf16-autocast" if autocast_bf16 else "fp32",
+                "labels": LABEL_RULE, "noise": NOISE_RULE.format(shape="3,H,W")}
+    if latent is not None:
+        settings.update(noise=NOISE_RULE.format(shape=",".join(map(str, latent["latent_shape"]))),
+                        autoencoder=latent["autoencoder_fingerprint"])
+    return settings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,11 +314,13 @@ class SamplingPlan:
     n: int
     shards: tuple[tuple[int, int], ...]   # (first, last) inclusive, all shards of [0, n)
     shard_ids: tuple[int, ...]            # the ones this process fills
+    latent: dict | None = None            # a latent model's autoencoder record (snapshot metadata "latent")
 
     def describe(self) -> dict:
         return {"network": str(self.network_path), "model": self.model_name, "num_classes": self.num_classes,
                 "resolution": self.resolution, "n": self.n, "num_shards": len(self.shards),
-                "shard_ids": list(self.shard_ids), "output_bytes": self.n * self.resolution ** 2 * 3}
+                "shard_ids": list(self.shard_ids), "output_bytes": self.n * self.resolution ** 2 * 3,
+                "autoencoder": self.latent["autoencoder"] if self.latent else None}
 
 
 def plan_sampling(network: str | os.PathLike, n: int, shard_size: int, shard_ids: Sequence[int] | None = None,
@@ -318,9 +334,17 @@ def plan_sampling(network: str | os.PathLike, n: int, shard_size: int, shard_ids
     network_path = resolve_network(network)
     config, metadata, _ = read_network_header(network_path)
     resolution = resolution or metadata.get("resolution")
+    latent = metadata.get("latent")
     if resolution is None:
         raise ValueError(f"{network_path} does not record its training resolution; pass --resolution")
-    if resolution % config.patch_size:
+    if metadata["family"] == "latent-dit":
+        if not latent:
+            raise ValueError(f"{network_path} holds a latent model but records no autoencoder (metadata 'latent'); "
+                             f"sample a snapshot written by `pixeldit-bench train`")
+        if resolution != metadata.get("resolution"):
+            raise ValueError(f"{config.name or 'this latent model'} generates {metadata.get('resolution')}px images "
+                             f"(its latent grid is fixed), not {resolution}px")
+    elif resolution % config.patch_size:
         raise ValueError(f"resolution {resolution} is not divisible by the patch size {config.patch_size} of "
                          f"{config.name or 'this model'}; use a multiple of {config.patch_size}")
     if n % config.num_classes:
@@ -333,7 +357,7 @@ def plan_sampling(network: str | os.PathLike, n: int, shard_size: int, shard_ids
         raise ValueError(f"shard ids {bad} do not exist: this run has {len(shards)} shards (ids 0..{len(shards) - 1})")
     rank, world = distributed_world()
     return SamplingPlan(network_path, config.name, config.num_classes, int(resolution), n, tuple(shards),
-                        tuple(chosen[rank::world]))
+                        tuple(chosen[rank::world]), latent)
 
 
 def sample_shards(network_path: str | os.PathLike, out_dir: str | os.PathLike, n: int, sampler: Sampler, seed: int,
@@ -356,7 +380,7 @@ def sample_shards(network_path: str | os.PathLike, out_dir: str | os.PathLike, n
     plan = plan_sampling(network_path, n, shard_size, shard_ids, resolution)
     out_dir = Path(out_dir)
     settings = sampling_settings(sampler, seed, sha256_file(plan.network_path), plan.resolution, plan.num_classes,
-                                 quantization, autocast_bf16)
+                                 quantization, autocast_bf16, plan.latent)
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_no_foreign_shards(out_dir, settings)
     mine = [plan.shards[i] for i in plan.shard_ids]
@@ -368,13 +392,14 @@ def sample_shards(network_path: str | os.PathLike, out_dir: str | os.PathLike, n
     model, metadata = load_network(plan.network_path, which="ema")
     device = torch.device(device) if device is not None else default_device()
     model.float().eval().to(device)
+    autoencoder = load_recorded_autoencoder(plan.latent, device) if plan.latent else None
     network = {"path": str(plan.network_path), "sha256": settings["network_sha256"], "weights": "ema",
                "config": metadata.get("config")}
     for first, last in pending:
         path = shard_path(out_dir, first, last)
         log.info("sampling %s", path.name)
         images, labels = generate(model, range(first, last + 1), sampler, seed, plan.num_classes, plan.resolution,
-                                  batch_size, device, autocast_bf16, quantization)
+                                  batch_size, device, autocast_bf16, quantization, autoencoder)
         save_npz_atomic(path, arr_0=images, arr_1=labels)
         write_json_atomic(path.with_suffix(".json"), {
             "schema": SHARD_SCHEMA, "first": first, "last": last, "count": last - first + 1,
@@ -384,6 +409,18 @@ def sample_shards(network_path: str | os.PathLike, out_dir: str | os.PathLike, n
     return {"written": [shard_path(out_dir, a, b).name for a, b in pending],
             "skipped": [shard_path(out_dir, a, b).name for a, b in mine if (a, b) not in pending],
             "merged": str(merged) if merged else None}
+
+
+def load_recorded_autoencoder(latent: dict, device: torch.device) -> LatentAutoencoder:
+    """The autoencoder a latent snapshot was trained with, refusing one whose weights changed since."""
+    from pixeldit.latent import load_autoencoder
+
+    autoencoder = load_autoencoder(latent["autoencoder"], device)
+    if autoencoder.fingerprint() != latent["autoencoder_fingerprint"]:
+        raise ValueError(f"autoencoder {latent['autoencoder']} is not the one the model was trained with (fingerprint "
+                         f"{autoencoder.fingerprint()[:12]}, trained with {latent['autoencoder_fingerprint'][:12]}); "
+                         f"restore it or retrain the latent model")
+    return autoencoder
 
 
 # ------------------------------------------------------------------------------------------------

@@ -74,7 +74,8 @@ def sample_run(
 
     Rerunning the same command skips finished shards (checked by sha256) and redoes partial or corrupt
     ones. Independent jobs may fill different --shards of the same --out; under torchrun each rank takes
-    every WORLD_SIZE-th shard and merging is left to `sample merge`.
+    every WORLD_SIZE-th shard and merging is left to `sample merge`. A latent model's samples are decoded
+    with the autoencoder its snapshot records, so the shards hold images either way.
 
     [b]Examples[/b]
       pixeldit-bench sample results/runs/PixelDiT-S-4-0 --n 1000 --sampler ab2-50-cfg --out results/samples/s4

@@ -1,4 +1,4 @@
-"""Training loop for PixelDiT (and any registry model) with rectified flow, REPA, EMA and exact self-resume.
+"""Training loop for PixelDiT and the latent baselines with rectified flow, REPA, EMA and exact self-resume.
 
 Read top to bottom: config -> setup (distributed, run dir, data, model, EMA, optimiser, resume) -> loop ->
 snapshots. Budgets are in kimg (thousands of training images), so schedules do not depend on the GPU count.
@@ -10,6 +10,9 @@ Run directory (DESIGN.md §2):
     network-snapshot-<kimg>.safetensors   net + EMA weights with the model config (what sampling reads)
 Rerunning the same command resumes from the newest complete training state; files are written to a
 temporary name, fsynced and renamed, so a killed job never leaves a half file that looks complete.
+
+Latent runs (`latent={"cache": DIR, "autoencoder": NAME_OR_DIR}`, a LatentDiT model): the loop is the same,
+on cached autoencoder latents instead of images; snapshots record the autoencoder, which sampling decodes with.
 
 All randomness of step k (times, noise, label dropout) comes from generators seeded by (seed, k), drawn
 for the whole global batch and sliced per rank: a resumed run, or one on another number of processes,
@@ -33,8 +36,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from pixeldit import flow
-from pixeldit.models import build_model, save_network
+from pixeldit.models import PixelDiT, PixelDiTConfig, build_model, save_network
 from pixeldit.models.io import load_state, read_network_header
+from pixeldit.models.latent_dit import LatentDiT, LatentDiT_models, LatentDiTConfig, build_latent_model
 
 STATE_PATTERN = re.compile(r"training-state-(\d{7})\.pt$")
 
@@ -77,6 +81,7 @@ class TrainConfig:
     log_every: int = 50                   # steps
     seed: int = 0
     init_from: str | None = None          # network file or run dir to start from (e.g. 512² from 256²)
+    latent: dict | None = None            # {"cache": latent cache dir, "autoencoder": "sd-vae-ft-ema" | AE dir}
 
     def __post_init__(self):
         if self.prediction not in flow.PREDICTIONS:
@@ -86,6 +91,17 @@ class TrainConfig:
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         self.betas = tuple(self.betas)
+        if self.latent is not None:
+            missing = sorted({"cache", "autoencoder"} - set(self.latent))
+            if missing:
+                raise ValueError(f"latent needs the keys 'cache' and 'autoencoder'; missing {missing}")
+            if self.model not in LatentDiT_models:
+                raise ValueError(f"latent training needs a latent model ({', '.join(LatentDiT_models)}), "
+                                 f"not {self.model!r}")
+            if self.ablation or self.repa:
+                raise ValueError("ablation and repa apply to PixelDiT only; unset them for a latent run")
+        elif self.model in LatentDiT_models:
+            raise ValueError(f"{self.model} works on autoencoder latents: set latent={{'cache': ..., 'autoencoder': ...}}")
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "TrainConfig":
@@ -146,23 +162,35 @@ def snapshot_path(run_dir: Path, kimg: int) -> Path:
     return run_dir / f"network-snapshot-{kimg:07d}.safetensors"
 
 
+def build_any_model(name: str | PixelDiTConfig | LatentDiTConfig, ablation: str | None = None,
+                    **overrides) -> PixelDiT | LatentDiT:
+    """A model from either registry (PixelDiT-S/4, DiT-XL/2, LatentDiT-S/1, ...) or from a config of either family."""
+    if isinstance(name, LatentDiTConfig) or name in LatentDiT_models:
+        if ablation is not None:
+            raise ValueError(f"ablation rungs apply to PixelDiT only, not to {name}")
+        return build_latent_model(name, **overrides)
+    return build_model(name, ablation, **overrides)
+
+
 def _seed(*parts: int) -> int:
     """A 63-bit seed mixed from integers (numpy's SeedSequence: stable across runs and platforms)."""
     return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0]) >> 1
 
 
-def step_randomness(config: TrainConfig, step: int, positions: range, device: torch.device):
+def step_randomness(config: TrainConfig, step: int, positions: range, device: torch.device,
+                    shape: tuple[int, ...] | None = None):
     """Times, label-drop mask and noise of training step `step` for the global-batch `positions` this rank owns.
 
     Times and drops are drawn for the whole global batch (a few floats) and sliced; each sample's noise has
-    its own generator seeded by (seed, step, position), so no rank draws noise it does not use.
+    its own generator seeded by (seed, step, position), so no rank draws noise it does not use. `shape` is
+    one sample's shape: (C, h, w) latents, or by default the image (3, resolution, resolution).
     """
     generator = torch.Generator().manual_seed(_seed(config.seed, step, 0))
     t = flow.sample_timesteps(config.batch_size, generator, config.t_mean, config.t_std, config.time_shift)
     drop = torch.rand(config.batch_size, generator=generator) < config.label_dropout
-    shape = (3, config.resolution, config.resolution)
+    shape = shape or (3, config.resolution, config.resolution)
     noise = torch.stack([torch.randn(shape, generator=torch.Generator(device).manual_seed(_seed(config.seed, step, 1, i)),
-                                     device=device) for i in positions])          # (B_rank, 3, H, W)
+                                     device=device) for i in positions])          # (B_rank, *shape)
     index = torch.tensor(list(positions))
     return t[index].to(device), drop[index].to(device), noise
 
@@ -207,9 +235,14 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
         torch.use_deterministic_algorithms(True)
 
     # ---------------------------------------------------------------- data
-    dataset = open_dataset(config.dataset, split="train")
+    latent_record = None
+    if config.latent:
+        dataset, latent_record = _open_latents(config)
+    else:
+        dataset = open_dataset(config.dataset, split="train")
     if dataset.resolution != config.resolution:
-        raise ValueError(f"dataset {config.dataset} is {dataset.resolution}px but the config says {config.resolution}px")
+        source = f"latent cache {config.latent['cache']}" if config.latent else f"dataset {config.dataset}"
+        raise ValueError(f"{source} is {dataset.resolution}px but the config says {config.resolution}px")
     if config.batch_size % world_size:
         raise ValueError(f"global batch {config.batch_size} is not divisible by {world_size} processes")
     batch_per_rank = config.batch_size // world_size
@@ -219,8 +252,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
 
     # ---------------------------------------------------------------- model, EMA, optimiser, REPA
     torch.manual_seed(config.seed)
-    net = build_model(config.model, config.ablation, num_classes=config.num_classes, **config.model_overrides).to(device)
-    ema = build_model(net.config).to(device).requires_grad_(False)
+    net = build_any_model(config.model, config.ablation, num_classes=config.num_classes, **config.model_overrides).to(device)
+    ema = build_any_model(net.config).to(device).requires_grad_(False)
     ema.load_state_dict(net.state_dict())
     repa_encoder, projector = None, None
     params = list(net.parameters())
@@ -231,6 +264,13 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
         projector = RepaProjector(net.config.hidden_size, repa_encoder.embed_dim, config.repa.get("projector_dim")).to(device)
         params += list(projector.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+    sample_shape = (3, config.resolution, config.resolution)        # one training sample (and its noise)
+    if config.latent:
+        sample_shape = (net.config.in_channels, net.config.input_size, net.config.input_size)
+        if dataset.latent_shape != sample_shape:
+            raise ValueError(f"latent cache {config.latent['cache']} holds latents {dataset.latent_shape} but "
+                             f"{config.model} takes {sample_shape}; set model_overrides (input_size, in_channels) "
+                             f"or use a cache of matching images and autoencoder")
 
     nimg, step, loader_state, loss_mean = 0, 0, None, None
     state_file = latest_state(run_dir)
@@ -283,9 +323,10 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
             group["lr"] = lr
 
         # The loader gives rank r the global batch's items r, r + W, r + 2W, ...; randomness follows the same slots.
-        images, labels = next(batches)                                        # (B_rank, 3, H, W) uint8, (B_rank,)
-        t, drop, noise = step_randomness(config, step, range(rank, config.batch_size, world_size), device)
-        x = to_model_range(images.to(device))                                 # (B_rank, 3, H, W) in [-1, 1]
+        data, labels = next(batches)                          # (B_rank, 3, H, W) uint8 or (B_rank, C, h, w) latents
+        t, drop, noise = step_randomness(config, step, range(rank, config.batch_size, world_size), device, sample_shape)
+        # Cached latents are already scaled to about unit variance by the autoencoder's latent scaling.
+        x = data.to(device) if config.latent else to_model_range(data.to(device))   # (B_rank, *sample_shape)
         y = flow.drop_labels(labels.to(device), drop, config.num_classes)
 
         optimizer.zero_grad(set_to_none=True)
@@ -349,7 +390,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
                 kimg_name = config.total_kimg if done else next_snapshot // 1000
                 save_network(snapshot_path(run_dir, kimg_name), net.config, net=net.state_dict(), ema=ema.state_dict(),
                              metadata={"kimg": kimg_name, "nimg": nimg, "run": config.run_name(), "resolution": config.resolution,
-                                       "prediction": config.prediction, "train_config": dataclasses.asdict(config)})
+                                       "prediction": config.prediction, "latent": latent_record,
+                                       "train_config": dataclasses.asdict(config)})
             next_snapshot += config.snapshot_kimg * 1000
         if nimg >= next_state or done:
             if is_main:
@@ -365,6 +407,20 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
     bar.close()
     log(f"finished {config.total_kimg} kimg at step {step}: {final_snapshot.name}")
     return final_snapshot
+
+
+def _open_latents(config: TrainConfig):
+    """The latent cache of a latent run, checked against its autoencoder, and the record snapshots keep of both."""
+    from pixeldit.latent import load_autoencoder, open_latent_cache
+
+    # Loading the autoencoder here (not only at sampling) refuses a cache of another autoencoder before training.
+    autoencoder = load_autoencoder(config.latent["autoencoder"])
+    dataset = open_latent_cache(config.latent["cache"], autoencoder)
+    if dataset.split != "train":
+        raise ValueError(f"latent cache {config.latent['cache']} holds the {dataset.split!r} split; train on 'train'")
+    record = {**config.latent, "autoencoder_fingerprint": dataset.autoencoder_fingerprint,
+              "latent_shape": list(dataset.latent_shape)}
+    return dataset, record
 
 
 def _latest_snapshot(path: Path) -> Path:

@@ -1,7 +1,7 @@
 """Latent-space baselines: autoencoders (SD VAE, a small one for digits32), latent caching, matched compute.
 
     load_autoencoder("sd-vae-ft-ema" | path)          LatentAutoencoder: encode uint8 NHWC -> latents, decode back
-    train_autoencoder(dataset, out, kimg)             the small AE of the embedded default, resumable
+    train_autoencoder(dataset, out, kimg)             the small AE of the embedded default, resumable (AUTOENCODER_PRESETS)
     cache_latents(dataset, split, autoencoder, out)   chunked, resumable latent shards; open_latent_cache(out)
     reconstruct(autoencoder, dataset)                 encode -> decode, for rFID
     training_flops / sampling_flops / matched_kimg    FID-vs-compute bookkeeping for latent and pixel models

@@ -103,6 +103,13 @@ class LatentAutoencoder(nn.Module):
     def device(self) -> torch.device:
         return self.shift.device
 
+    def latent_shape(self, resolution: int) -> tuple[int, int, int]:
+        """(C, h, w) of the latents of `resolution`² images."""
+        if resolution % self.downsample:
+            raise ValueError(f"{resolution}px is not divisible by the autoencoder's factor {self.downsample}")
+        side = resolution // self.downsample
+        return self.latent_channels, side, side
+
     def fingerprint(self) -> str:
         """sha256 over architecture, scaling and every weight: two autoencoders with equal fingerprints
         produce equal latents (the latent cache refuses to mix fingerprints)."""
@@ -137,12 +144,12 @@ class LatentAutoencoder(nn.Module):
         return ((z - self.shift[:, None, None]) * self.scale[:, None, None]).float().cpu()
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> np.ndarray:
+    def decode(self, latents: torch.Tensor, quantization: str = "round") -> np.ndarray:
         """Scaled latents (N, C, h, w) -> uint8 images (N, h·f, w·f, 3), quantised as the sampler does."""
         if latents.ndim != 4 or latents.shape[1] != self.latent_channels:
             raise ValueError(f"decode expects latents (N, {self.latent_channels}, h, w), got {tuple(latents.shape)}")
         z = latents.to(self.device).float() / self.scale[:, None, None] + self.shift[:, None, None]
-        return quantize(self.vae.decode(z).sample)                                # (N, H, W, 3) uint8
+        return quantize(self.vae.decode(z).sample, quantization)                  # (N, H, W, 3) uint8
 
 
 # ------------------------------------------------------------------------------------------------ files

@@ -19,11 +19,12 @@ import dataclasses
 import torch
 import torch.nn as nn
 
+from pixeldit.latent.ae_training import AUTOENCODER_PRESETS
 from pixeldit.latent.autoencoder import SD_VAE, SD_VAE_CONFIG, LatentAutoencoder, architecture_of, build_vae
 from pixeldit.models.flops import count_flops
-from pixeldit.models.latent_dit import LatentDiT, LatentDiT_models, LatentDiTConfig
+from pixeldit.models.latent_dit import LatentDiT, LatentDiT_models, LatentDiTConfig, latent_model_config
 from pixeldit.models.layers import Attention
-from pixeldit.models.pixeldit import PixelDiT_models, PixelDiTConfig
+from pixeldit.models.pixeldit import PixelDiT_models, PixelDiTConfig, model_config
 from pixeldit.samplers import Sampler, get_sampler
 
 TRAINING_PASSES = 3   # forward + backward ≈ 3 forwards
@@ -119,7 +120,10 @@ def _architecture(autoencoder: LatentAutoencoder | dict | str) -> dict:
         return SD_VAE_CONFIG
     if isinstance(autoencoder, dict):
         return autoencoder
-    raise TypeError(f"expected a LatentAutoencoder, an AutoencoderKL config dict or {SD_VAE!r}, got {autoencoder!r}")
+    if autoencoder in AUTOENCODER_PRESETS:
+        return AUTOENCODER_PRESETS[autoencoder]["architecture"]
+    raise TypeError(f"expected a LatentAutoencoder, an AutoencoderKL config dict, {SD_VAE!r} or an autoencoder preset "
+                    f"({', '.join(AUTOENCODER_PRESETS)}), got {autoencoder!r}")
 
 
 def _autoencoder_flops(autoencoder: LatentAutoencoder | dict | str, resolution: int, part: str) -> int:
@@ -171,3 +175,35 @@ def sampling_flops(model: str | PixelDiTConfig | LatentDiTConfig, sampler: Sampl
                          f"(e.g. {config.autoencoder!r}) so sampling compute includes decoding")
     total = model_evaluations(sampler) * model_forward_flops(config, resolution)
     return total + (decoder_flops(decoder, resolution) if decoder is not None else 0)
+
+
+def compare_presets(pixel_preset: str, latent_preset: str, sampler: str = "ab2-50-cfg") -> dict:
+    """Training FLOPs and per-image sampling FLOPs of a pixel and a latent training preset, and the latent
+    budget (kimg) that spends the pixel preset's training compute. The latent model's decoder is the
+    autoencoder its registry entry names (`sd-vae-ft-ema` or an autoencoder preset such as `digits32-ae`)."""
+    from pixeldit.presets import get_preset
+
+    pixel, latent = get_preset(pixel_preset), get_preset(latent_preset)
+    if pixel.get("latent") or not latent.get("latent"):
+        raise ValueError(f"need a pixel preset and a latent preset, got {pixel_preset!r} "
+                         f"({'latent' if pixel.get('latent') else 'pixel'}) and {latent_preset!r} "
+                         f"({'latent' if latent.get('latent') else 'pixel'})")
+    if pixel["resolution"] != latent["resolution"]:
+        raise ValueError(f"{pixel_preset} trains at {pixel['resolution']}px but {latent_preset} at "
+                         f"{latent['resolution']}px; compare presets of one resolution")
+    resolution = pixel["resolution"]
+    pixel_model = model_config(pixel["model"], pixel.get("ablation"), **pixel.get("model_overrides", {}))
+    latent_model = latent_model_config(latent["model"], **latent.get("model_overrides", {}))
+    pixel_training = training_flops(pixel_model, resolution, pixel["total_kimg"])
+    return {
+        "resolution": resolution, "sampler": sampler,
+        "pixel": {"preset": pixel_preset, "model": pixel["model"], "kimg": pixel["total_kimg"],
+                  "training_flops": pixel_training,
+                  "sampling_flops_per_image": sampling_flops(pixel_model, sampler, resolution)},
+        "latent": {"preset": latent_preset, "model": latent["model"], "kimg": latent["total_kimg"],
+                   "training_flops": training_flops(latent_model, resolution, latent["total_kimg"]),
+                   "sampling_flops_per_image": sampling_flops(latent_model, sampler, resolution,
+                                                              decoder=latent_model.autoencoder),
+                   "decoder": latent_model.autoencoder},
+        "matched_kimg": matched_kimg(pixel_training, latent_model, resolution),
+    }
