@@ -14,6 +14,7 @@ if not config:
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/latent.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/eval.smk"
@@ -24,3 +25,5 @@ rule all:
     default_target: True
     input:
         report_outputs(),
+        rfid_files(),
+        metric_files(),  # targets themselves, so a deleted result is recomputed (with the report after it)

@@ -248,6 +248,11 @@ def _mount_subcommands() -> None:
 
     app.add_typer(latent_app, name="latent", help="Latent baselines: autoencoder, latent cache, rFID reconstructions, compute.")
 
+    from evaluators.imagenet.cli import eval_imagenet, ref_app
+
+    eval_app.command("imagenet")(eval_imagenet)
+    app.add_typer(ref_app, name="ref")
+
     from evaluators.dpg.cli import dpg_app, eval_dpg
 
     eval_app.command("dpg")(eval_dpg)

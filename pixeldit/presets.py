@@ -23,7 +23,7 @@ _IMAGENET256 = dict(
 
 _DIGITS32 = dict(
     model="PixelDiT-S/4", dataset="results/data/digits32", resolution=32, num_classes=10,
-    batch_size=64, total_kimg=8, lr=1e-4 * 4, ema_halflife_kimg=0.5, ema_rampup=0.1, time_shift=1.0,
+    batch_size=32, total_kimg=6, lr=1e-4 * 4, ema_halflife_kimg=0.5, ema_rampup=0.1, time_shift=1.0,
     label_dropout=0.1, repa=None, precision="fp32", snapshot_kimg=2, state_kimg=1, log_every=10)
 
 PRESETS: dict[str, dict] = {
@@ -37,9 +37,9 @@ PRESETS: dict[str, dict] = {
                           "snapshot_kimg": 1, "state_kimg": 1, "log_every": 5},
     # The latent baseline: DiT on the small autoencoder's 4x8x8 latents (autoencoder preset "digits32-ae",
     # pixeldit.latent.ae_training), same recipe as digits32-s4 at the same training compute:
-    #   matched_kimg(training_flops("PixelDiT-S/4", 32, kimg=8), "LatentDiT-S/1", 32)      (pixeldit.latent.compute)
-    #   = 8 kimg x 853.6 / 634.7 MFLOPs per forward = 10.76 kimg -> 11 (budgets are whole kimg: +2% compute)
-    "digits32-latent-s1": {**_DIGITS32, "model": "LatentDiT-S/1", "total_kimg": 11,
+    #   matched_kimg(training_flops("PixelDiT-S/4", 32, kimg=6), "LatentDiT-S/1", 32)      (pixeldit.latent.compute)
+    #   = 6 kimg x 853.6 / 634.7 MFLOPs per forward = 8.07 kimg -> 8 (budgets are whole kimg: -1% compute)
+    "digits32-latent-s1": {**_DIGITS32, "model": "LatentDiT-S/1", "total_kimg": 8,
                            "latent": {"cache": "results/latent/digits32-train", "autoencoder": "results/latent/digits32-ae"}},
 }
 # The paper's ablation ladder: 80 epochs at 256² (its Table 5) and the same rungs at the embedded scale.

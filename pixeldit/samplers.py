@@ -171,6 +171,8 @@ PRESETS: dict[str, Sampler] = {
     "heun-25": Sampler("heun", 25),
     "ab2-50": Sampler("ab2", 50),
     "ab2-50-cfg": Sampler("ab2", 50, cfg_scale=2.0, cfg_min=0.1, cfg_max=1.0),
+    "ab2-20-cfg": Sampler("ab2", 20, cfg_scale=2.0, cfg_min=0.1, cfg_max=1.0),   # the embedded default's budget
+    "euler-20": Sampler("euler", 20),
 }
 
 

@@ -1,8 +1,9 @@
 """The Snakemake workflow: config validation, dry runs for every config and profile, the embedded DAG."""
 import os
-import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,13 @@ CONFIGS = sorted((REPO / "workflow" / "config").glob("*.yaml"))
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
+# Rules call `pixeldit-bench`: put this interpreter's scripts folder first, as the bootstrap's venv does.
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1",
+       "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
+
+
 def snakemake(*args, cwd=REPO, timeout=300):
-    return subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=ENV)
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
@@ -59,3 +64,70 @@ def test_config_schema_errors_name_the_bad_key(mutation, message, tmp_path):
     result = snakemake("-n", "--configfile", str(path))
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
+
+
+def _tiny_benchmark(tmp_path):
+    """A config for the real DAG on 40 random 16x16 images: minutes on 2 cores, every stage exercised."""
+    import numpy as np
+    from PIL import Image
+
+    source = tmp_path / "source"
+    rng = np.random.default_rng(0)
+    for index in range(40):
+        folder = source / f"class{index % 10}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / f"{index}.png")
+    results = tmp_path / "results"
+    config = {
+        "name": "tiny", "results": str(results),
+        "dataset": {"name": "tiny16", "source": str(source), "resolution": 16},
+        "reference": {"file": str(results / "refs" / "tiny16.npz"), "split": "train"},
+        "runs": {"t4": {"preset": "digits32-t4-smoke", "kimg": 2, "eval_kimg": [1, 2], "group": "ablation",
+                        "variant": "pixeldit", "set": {"resolution": 16, "state_kimg": 1, "snapshot_kimg": 1}}},
+        "sampling": {"n": 20, "shard_size": 10, "seed": 0, "batch_size": 10,
+                     "samplers": ["euler-steps4-cfg1.0-int0.0-1.0-shift1.0"]},
+        "evaluators": ["imagenet"],
+        "resources": {key: 1 for key in ("train_threads", "train_mem_mb", "train_runtime", "sample_threads",
+                                         "sample_mem_mb", "sample_runtime", "eval_threads", "eval_mem_mb",
+                                         "eval_runtime")} | {"train_gpus": 0, "sample_gpus": 0, "eval_gpus": 0},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, results
+
+
+def test_the_dag_resumes_after_a_kill_does_nothing_twice_and_reruns_only_what_a_deletion_needs(tmp_path):
+    config, results = _tiny_benchmark(tmp_path)
+    base = [*SNAKEMAKE, "--cores", "2", "--configfile", str(config)]
+    env = ENV
+    first = subprocess.Popen(base, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True)
+    state = results / "runs" / "t4" / "training-state-0000001.pt"
+    deadline = time.time() + 900
+    while not state.exists() and time.time() < deadline and first.poll() is None:
+        time.sleep(0.2)
+    assert state.exists(), "training never wrote its first state"
+    os.killpg(first.pid, signal.SIGINT)   # Ctrl-C: Snakemake stops the job and removes its (sentinel) output
+    first.wait(timeout=300)
+    assert not (results / "runs" / "t4" / "network-snapshot-0000002.safetensors").exists(), "finished before the kill"
+
+    second = subprocess.run([*base], cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
+    train_log = (results / "logs" / "train" / "t4-0000002.log").read_text()
+    assert "resumed from training-state-0000001.pt" in train_log
+    assert (results / "report" / "report.md").exists()
+
+    again = subprocess.run([*base, "-n"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+    (results / "metrics" / "t4" / "0000001" / "euler-steps4-cfg1.0-int0.0-1.0-shift1.0" / "imagenet.json").unlink()
+    rerun = subprocess.run([*base, "-n"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert _job_counts(rerun.stdout + rerun.stderr) == {"eval_imagenet": 1, "report": 1, "all": 1}
+
+
+def _job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a Snakemake dry run as {rule: count} (without the total)."""
+    table = output[output.index("Job stats:"):].split("\n\n")[0].splitlines()[3:]
+    counts = dict(line.split() for line in table if line.strip())
+    counts.pop("total", None)
+    return {rule: int(count) for rule, count in counts.items()}

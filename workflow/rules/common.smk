@@ -9,11 +9,13 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 RESULTS = config.get("results", "results")
 RUNS = config["runs"]
+AUTOENCODERS = config.get("autoencoders", {})
 SAMPLING = config["sampling"]
 
 
 wildcard_constraints:
     run="[A-Za-z0-9_.-]+",
+    ae="[A-Za-z0-9_.-]+",
     kimg="[0-9]{7}",
     sampler="[A-Za-z0-9_.-]+",
 
@@ -67,6 +69,28 @@ def metric_files():
                 for evaluator in config["evaluators"]:
                     files.append(f"{RESULTS}/metrics/{run}/{int(kimg):07d}/{sampler}/{evaluator}.json")
     return files
+
+
+def rfid_files():
+    return [f"{RESULTS}/metrics/{ae}/reconstruction/rfid/imagenet.json" for ae in AUTOENCODERS]
+
+
+def train_inputs(wildcards):
+    """The dataset, plus the autoencoder and latent cache of a latent run."""
+    inputs = [f"{RESULTS}/data/{config['dataset']['name']}/dataset.json"]
+    ae = RUNS[wildcards.run].get("autoencoder")
+    if ae:
+        inputs += [f"{RESULTS}/latent/{ae}/autoencoder.safetensors", f"{RESULTS}/latent/{ae}-train/latents.json"]
+    return inputs
+
+
+def latent_override(run):
+    """--set latent={...} pointing a latent run at this workflow's autoencoder and cache."""
+    ae = RUNS[run].get("autoencoder")
+    if not ae:
+        return ""
+    return (f"--set 'latent={{\"cache\": \"{RESULTS}/latent/{ae}-train\", "
+            f"\"autoencoder\": \"{RESULTS}/latent/{ae}\"}}'")
 
 
 def report_outputs():

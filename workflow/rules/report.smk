@@ -8,6 +8,7 @@ localrules:
 rule report:
     input:
         metric_files(),
+        rfid_files(),
     output:
         f"{RESULTS}/report/report.md",
     params:

@@ -4,7 +4,7 @@
 
 rule train:
     input:
-        rules.prepare_dataset.output,
+        train_inputs,
     output:
         f"{RESULTS}/runs/{{run}}/network-snapshot-{{kimg}}.safetensors",
     params:
@@ -13,7 +13,8 @@ rule train:
         kimg=lambda wildcards: int(wildcards.kimg),
         dataset=lambda wildcards, input: str(Path(input[0]).parent),
         out=lambda wildcards: f"{RESULTS}/runs/{wildcards.run}",
-        overrides=lambda wildcards: " ".join(f"--set {k}={v}" for k, v in RUNS[wildcards.run].get("set", {}).items()),
+        overrides=lambda wildcards: " ".join([*(f"--set {k}={v}" for k, v in RUNS[wildcards.run].get("set", {}).items()),
+                                              latent_override(wildcards.run)]),
         launch=lambda wildcards, resources: launcher(resources.gpu),
         omp=lambda wildcards, threads, resources: threads_per_process(threads, resources.gpu),
     log:
