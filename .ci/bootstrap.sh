@@ -7,12 +7,15 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
 stamp="$venv/.pixeldit-installed"
-want="$(cat "$root/.ci/requirements.txt" "$root/pyproject.toml" | sha1sum | cut -c1-40)"
+want="$(cat "$root/.ci/requirements.txt" "$root/.ci/requirements-geneval.txt" "$root/pyproject.toml" | sha1sum | cut -c1-40)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    echo "[bootstrap] installing into $venv (about 2 minutes on a fresh machine)" >&2
+    echo "[bootstrap] installing into $venv (a few minutes; compiling mmcv the first time takes ~6 more)" >&2
     python3 -m venv "$venv"
     "$venv/bin/python" -m pip install -q "torch==2.13.0"
     "$venv/bin/python" -m pip install -q -c "$root/.ci/requirements.txt" -r "$root/.ci/requirements.txt"
+    # mmcv compiles against the installed torch, so no build isolation (which would fetch another torch).
+    MAX_JOBS="${MAX_JOBS:-2}" "$venv/bin/python" -m pip install -q --no-build-isolation \
+        -c "$root/.ci/requirements.txt" -r "$root/.ci/requirements-geneval.txt"
     "$venv/bin/python" -m pip install -q --no-deps -e "$root"
     echo "$want" > "$stamp"
 fi

@@ -253,6 +253,10 @@ def _mount_subcommands() -> None:
     eval_app.command("imagenet")(eval_imagenet)
     app.add_typer(ref_app, name="ref")
 
+    from evaluators.geneval.cli import geneval_app
+
+    eval_app.add_typer(geneval_app, name="geneval")
+
     from evaluators.dpg.cli import dpg_app, eval_dpg
 
     eval_app.command("dpg")(eval_dpg)
