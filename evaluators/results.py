@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -88,15 +87,12 @@ def make_result(evaluator: str, version: str, values: Mapping[str, float | None]
 
 def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
     """Write JSON through a temp file + fsync + rename, so a killed job never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+    from pixeldit.atomic import atomic_path
+
+    with atomic_path(path) as temp, open(temp, "w") as handle:
         json.dump(payload, handle, indent=2, sort_keys=False, default=str)
         handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(handle.name, path)
-    return path
+    return Path(path)
 
 
 def read_result(path: str | os.PathLike) -> dict[str, Any]:

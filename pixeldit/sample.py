@@ -44,7 +44,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
@@ -53,6 +52,7 @@ import numpy as np
 import torch
 
 from evaluators.results import sha256_file, write_json_atomic
+from pixeldit.atomic import atomic_path
 from pixeldit.samplers import Sampler, VelocityModel
 
 if TYPE_CHECKING:   # pixeldit.latent imports this module (quantize)
@@ -171,27 +171,10 @@ def check_disk_space(directory: Path, needed_bytes: int, what: str) -> None:
                       f"free some space, pick another --out, or sample fewer images")
 
 
-def _atomic_target(path: Path):
-    """A temp file beside `path` (same filesystem, so the final rename is atomic)."""
-    return tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-
-
-def _commit(handle, path: Path) -> None:
-    handle.flush()
-    os.fsync(handle.fileno())
-    handle.close()
-    os.replace(handle.name, path)
-
-
 def save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
     """np.savez through temp file + fsync + rename."""
-    handle = _atomic_target(path)
-    try:
+    with atomic_path(path) as temp, open(temp, "wb") as handle:
         np.savez(handle, **arrays)
-        _commit(handle, path)
-    finally:
-        if os.path.exists(handle.name):
-            os.unlink(handle.name)
 
 
 def _load_array(path: Path, name: str) -> np.ndarray:
@@ -205,19 +188,13 @@ def _write_merged_npz(path: Path, shard_files: Sequence[Path], image_shape: tupl
     like np.savez, so 50k×512² images never have to sit in memory at once."""
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
               "shape": (len(labels), *image_shape)}
-    handle = _atomic_target(path)
-    try:
-        with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-            with archive.open("arr_0.npy", "w", force_zip64=True) as member:
-                np.lib.format.write_array_header_1_0(member, header)
-                for shard in shard_files:
-                    member.write(memoryview(np.ascontiguousarray(_load_array(shard, "arr_0"))).cast("B"))
-            with archive.open("arr_1.npy", "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, labels)
-        _commit(handle, path)
-    finally:
-        if os.path.exists(handle.name):
-            os.unlink(handle.name)
+    with atomic_path(path) as temp, zipfile.ZipFile(temp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        with archive.open("arr_0.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(member, header)
+            for shard in shard_files:
+                member.write(memoryview(np.ascontiguousarray(_load_array(shard, "arr_0"))).cast("B"))
+        with archive.open("arr_1.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array(member, labels)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ random-init Gemma2 with a byte-level tokenizer as an offline test stand-in.
 from __future__ import annotations
 
 import abc
-from pathlib import Path
 from typing import Protocol
 
 import torch

@@ -25,7 +25,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from pixeldit import flow
+from pixeldit.atomic import atomic_path
 from pixeldit.models import PixelDiT, PixelDiTConfig, build_model, save_network
 from pixeldit.models.io import load_state, read_network_header
 from pixeldit.models.latent_dit import LatentDiT, LatentDiT_models, LatentDiTConfig, build_latent_model
@@ -141,16 +141,8 @@ def ema_decay(config: TrainConfig, batch: int, nimg: int) -> float:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
+    with atomic_path(path) as temp:
         torch.save(obj, temp)
-        with open(temp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
 
 
 def latest_state(run_dir: Path) -> Path | None:

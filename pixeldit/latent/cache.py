@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from evaluators.results import sha256_file, write_json_atomic
+from pixeldit.atomic import atomic_path
 from pixeldit.data import ImageDataset, open_dataset
 from pixeldit.data.store import MANIFEST_NAME as DATASET_MANIFEST
 from pixeldit.latent.autoencoder import LatentAutoencoder
@@ -45,16 +45,8 @@ def shard_name(index: int) -> str:
 
 def _save_npy_atomic(path: Path, array: np.ndarray) -> str:
     """np.save through a temp file + fsync + rename; returns the file's sha256."""
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
+    with atomic_path(path) as temp, open(temp, "wb") as handle:
+        np.save(handle, array)
     return sha256_file(path)
 
 

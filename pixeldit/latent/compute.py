@@ -17,57 +17,15 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-import torch.nn as nn
 
 from pixeldit.latent.ae_training import AUTOENCODER_PRESETS
 from pixeldit.latent.autoencoder import SD_VAE, SD_VAE_CONFIG, LatentAutoencoder, architecture_of, build_vae
-from pixeldit.models.flops import count_flops
+from pixeldit.models.flops import count_flops, forward_flops
 from pixeldit.models.latent_dit import LatentDiT, LatentDiT_models, LatentDiTConfig, latent_model_config
-from pixeldit.models.layers import Attention
 from pixeldit.models.pixeldit import PixelDiT_models, PixelDiTConfig, model_config
 from pixeldit.samplers import Sampler, get_sampler
 
 TRAINING_PASSES = 3   # forward + backward ≈ 3 forwards
-
-
-def forward_flops(module: nn.Module, *inputs: torch.Tensor) -> int:
-    """FLOPs of module(*inputs): Linear and Conv2d MACs x 2 plus 4·N²·C per attention (project and diffusers)."""
-    from diffusers.models.attention_processor import Attention as DiffusersAttention
-
-    total = 0
-
-    def linear_hook(layer: nn.Linear, args, _output):
-        nonlocal total
-        total += 2 * (args[0].numel() // layer.in_features) * layer.in_features * layer.out_features
-
-    def conv_hook(layer: nn.Conv2d, _args, output):
-        nonlocal total
-        kernel_h, kernel_w = layer.kernel_size
-        total += 2 * output.numel() * (layer.in_channels // layer.groups) * kernel_h * kernel_w
-
-    def attention_hook(layer: nn.Module, args, kwargs):
-        nonlocal total
-        x = args[0] if args else kwargs["hidden_states"]
-        # (B, N, C) tokens, or (B, C, H, W) feature maps that diffusers' processor flattens to tokens
-        batch, tokens = (x.shape[0], x.shape[1]) if x.ndim == 3 else (x.shape[0], x.shape[2] * x.shape[3])
-        width = layer.qkv.out_features // 3 if isinstance(layer, Attention) else layer.to_q.out_features
-        total += 4 * batch * tokens * tokens * width
-
-    handles = []
-    for layer in module.modules():
-        if isinstance(layer, nn.Linear):
-            handles.append(layer.register_forward_hook(linear_hook))
-        elif isinstance(layer, nn.Conv2d):
-            handles.append(layer.register_forward_hook(conv_hook))
-        elif isinstance(layer, (Attention, DiffusersAttention)):
-            handles.append(layer.register_forward_pre_hook(attention_hook, with_kwargs=True))
-    try:
-        with torch.no_grad():
-            module(*inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return total
 
 
 def resolve_model(model: str | PixelDiTConfig | LatentDiTConfig) -> PixelDiTConfig | LatentDiTConfig:

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from pixeldit.atomic import atomic_path
 from pixeldit.models.latent_dit import LatentDiT, LatentDiTConfig
 from pixeldit.models.pixeldit import PixelDiT, PixelDiTConfig
 from pixeldit.models.t2i import PixelDiTT2I, PixelDiTT2IConfig
@@ -48,16 +48,8 @@ def save_network(path: str | os.PathLike, config, *, net: dict | None = None,
             seen_storage.add(value.data_ptr())
             tensors[f"{prefix}.{key}"] = value
     header = {"format": FORMAT, "family": family_of(config), "config": json.dumps(config.to_dict()), **{k: json.dumps(v) for k, v in (metadata or {}).items()}}
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
+    with atomic_path(path) as temp:
         save_file(tensors, temp, metadata=header)
-        with open(temp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
     sidecar = {"format": FORMAT, "family": family_of(config), "config": config.to_dict(), "weights": sorted({k.split(".")[0] for k in tensors}),
                **(metadata or {})}
     path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")

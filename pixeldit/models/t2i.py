@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pixeldit.models.layers import (Attention, RMSNorm, SwiGLU, TimestepEmbedder, apply_rope, modulate, rope_2d_angles,
+from pixeldit.models.layers import (RMSNorm, SwiGLU, TimestepEmbedder, apply_rope, modulate, rope_2d_angles,
                                     sincos_2d_position_embedding)
 from pixeldit.models.pixeldit import PiTBlock, PixelDiTConfig, patchify
 
@@ -289,37 +289,13 @@ def count_t2i_flops(model: str | PixelDiTT2IConfig, height: int, width: int | No
     """FLOPs of one forward pass (one image, one NFE) in the paper's convention (see `pixeldit.models.flops`):
     2 per multiply-add of every Linear, 4·N²·C per attention, where the joint attention has N = T + L tokens.
     T defaults to text_max_length, the length the text encoder pads to. Counted by hooks on the meta device."""
-    width = width or height
+    from pixeldit.models.flops import forward_flops
+
     config = t2i_config(model, **overrides)
     text_length = text_length or config.text_max_length
-    total = 0
-
-    def linear_hook(module: nn.Linear, inputs, _output):
-        nonlocal total
-        total += 2 * (inputs[0].numel() // inputs[0].shape[-1]) * module.in_features * module.out_features
-
-    def attention_hook(_module: Attention, inputs):
-        nonlocal total
-        batch, tokens, channels = inputs[0].shape
-        total += 4 * batch * tokens * tokens * channels
-
-    def joint_attention_hook(_module: MMDiTBlock, inputs):
-        nonlocal total
-        (batch, patches, channels), text = inputs[0].shape, inputs[1].shape[1]
-        total += 4 * batch * (patches + text) ** 2 * channels
-
     with torch.device("meta"):
-        net = PixelDiTT2I(config)
-        for module in net.modules():
-            if isinstance(module, nn.Linear):
-                module.register_forward_hook(linear_hook)
-            elif isinstance(module, Attention):
-                module.register_forward_pre_hook(attention_hook)
-            elif isinstance(module, MMDiTBlock):
-                module.register_forward_pre_hook(joint_attention_hook)
-        net(torch.empty(1, config.in_channels, height, width), torch.empty(1),
-            torch.empty(1, text_length, config.text_dim))
-    return total
+        return forward_flops(PixelDiTT2I(config), torch.empty(1, config.in_channels, height, width or height),
+                             torch.empty(1), torch.empty(1, text_length, config.text_dim))
 
 
 def count_t2i_params(model: str | PixelDiTT2IConfig, **overrides) -> int:
