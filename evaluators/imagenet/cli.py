@@ -1,0 +1,173 @@
+"""Thin CLI of the ImageNet evaluator; `pixeldit/cli.py` mounts it.
+
+Mount: ``eval_app.command("imagenet")(eval_imagenet)`` and ``app.add_typer(ref_app, name="ref")``.
+Exit codes: 0 ok, 1 bad input or protocol mismatch (message on stderr), 4 weights missing or corrupt.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from evaluators.imagenet.errors import ImageNetEvalError
+from evaluators.imagenet.evaluate import BACKENDS, METRICS, evaluate_imagenet, plan_imagenet
+from evaluators.imagenet.reference import DEFAULT_PR_IMAGES, build_reference, open_reference, reference_summary
+from evaluators.results import write_json_atomic
+from pixeldit.weights import ChecksumError, MissingWeightsError
+
+EXIT_BAD_INPUT, EXIT_WEIGHTS = 1, 4
+
+ref_app = typer.Typer(no_args_is_help=True, help="Reference sets for the ImageNet metrics: build and inspect.")
+console = Console()
+
+WeightsOption = Annotated[str, typer.Option(
+    help="auto (full torch-fidelity file if installed, else the offline conversion) | inception | offline.")]
+DeviceOption = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")]
+BatchOption = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per Inception batch "
+                                                    "(default 64 on CPU, 250 on GPU).")]
+CacheOption = Annotated[Optional[Path], typer.Option(help="Feature cache root (default $PIXELDIT_CACHE/imagenet).")]
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _device(device: str) -> str | None:
+    return None if device == "auto" else device
+
+
+def _run(call):
+    try:
+        return call()
+    except (MissingWeightsError, ChecksumError) as error:
+        raise _fail(str(error).strip('"'), EXIT_WEIGHTS)
+    except ImageNetEvalError as error:
+        raise _fail(str(error))
+
+
+def _labels(pairs: list[str]) -> dict[str, str]:
+    run = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--label")
+        run[key] = value
+    return run
+
+
+def print_result(record: dict) -> None:
+    """A small table: metric, value, note."""
+    table = Table(title=f"ImageNet metrics ({record['evaluator']['backend']} backend, "
+                        f"{record['samples'].get('count')} samples)")
+    for column in ("metric", "value", "note"):
+        table.add_column(column, justify="right" if column == "value" else "left")
+    for metric, value in record["values"].items():
+        note = record["unavailable"].get(metric, "")
+        table.add_row(metric, "—" if value is None else f"{value:.6g}", note.removeprefix("unavailable: "))
+    pr = record.get("extra", {}).get("precision_recall")
+    if pr:
+        fp32 = pr["fp32"]
+        table.caption = (f"precision/recall with ADM's fp16 distances; fp32: {fp32['precision']:.4f} / "
+                         f"{fp32['recall']:.4f} ({'differs' if pr['fp16_changes_result'] else 'same'})")
+    console.print(table)
+
+
+def eval_imagenet(
+    samples: Annotated[Path, typer.Argument(help="ADM .npz (arr_0 uint8 NHWC), .npy, image folder or dataset.")],
+    ref: Annotated[Path, typer.Option("--ref", help="Reference: ADM batch (VIRTUAL_imagenet256_labeled.npz), "
+                                                    "a `ref build` file, or an image set.")],
+    backend: Annotated[str, typer.Option(help=f"{' | '.join(BACKENDS)} (adm: ADM evaluator semantics).")] = "adm",
+    metrics: Annotated[Optional[str], typer.Option(help=f"Comma list from {','.join(METRICS)} (default all).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Result JSON (default: <SAMPLES>-imagenet.json).")] = None,
+    weights: WeightsOption = "auto",
+    device: DeviceOption = "auto",
+    batch_size: BatchOption = None,
+    cache_dir: CacheOption = None,
+    expected_samples: Annotated[Optional[int], typer.Option(help="Fail unless SAMPLES holds this many.")] = None,
+    label: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE for the result's run section (repeatable), "
+                                                            "e.g. variant=PixelDiT-XL group=ablation.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate inputs, print the plan, compute nothing.")]
+    = False,
+) -> None:
+    """FID, sFID, IS, precision/recall and KID of SAMPLES against --ref, with ADM's evaluator semantics.
+
+    [b]Examples[/b]
+      pixeldit-bench eval imagenet samples.npz --ref VIRTUAL_imagenet256_labeled.npz
+      pixeldit-bench eval imagenet samples/ --ref refs/digits32.npz --metrics fid,kid --out metrics/imagenet.json
+      pixeldit-bench eval imagenet samples.npz --ref refs/in256.npz --backend torch-fidelity --dry-run
+    """
+    out = out or samples.with_name(f"{samples.stem if samples.suffix else samples.name}-imagenet.json")
+    run = _labels(label or [])
+    if dry_run:
+        plan = _run(lambda: plan_imagenet(samples, ref, backend=backend, metrics=metrics, batch_size=batch_size,
+                                          device=_device(device), cache_dir=cache_dir, weights=weights,
+                                          expected_samples=expected_samples))
+        console.print_json(json.dumps({**_run(plan.summary), "run": run, "out": str(out)}, default=str))
+        return
+    record = _run(lambda: evaluate_imagenet(samples, ref, backend=backend, metrics=metrics, batch_size=batch_size,
+                                            device=_device(device), cache_dir=cache_dir, weights=weights,
+                                            expected_samples=expected_samples, progress=True, run=run))
+    write_json_atomic(out, record)
+    print_result(record)
+    console.print(f"result written to {out}")
+
+
+@ref_app.command("build")
+def ref_build(
+    dataset: Annotated[Path, typer.Argument(help="Prepared dataset dir, image folder (centre-cropped to --res), "
+                                                 ".npz or .npy.")],
+    res: Annotated[int, typer.Option("--res", min=1, help="Resolution of the reference (and of the samples).")],
+    out: Annotated[Path, typer.Option("--out", help="Output .npz (ADM reference-batch format + protocol card).")],
+    split: Annotated[Optional[str], typer.Option(help="Split of a prepared dataset (e.g. reference).")] = None,
+    pr_images: Annotated[int, typer.Option(min=1, help="Images kept as arr_0 for precision/recall/KID.")] =
+    DEFAULT_PR_IMAGES,
+    weights: WeightsOption = "auto",
+    device: DeviceOption = "auto",
+    batch_size: BatchOption = None,
+    cache_dir: CacheOption = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate the input, print the plan, write nothing.")]
+    = False,
+) -> None:
+    """Build reference statistics (mu, sigma, mu_s, sigma_s over all images) and arr_0 from a dataset.
+
+    [b]Examples[/b]
+      pixeldit-bench ref build data/digits32 --split reference --res 32 --out results/refs/digits32-32-inception.npz
+      pixeldit-bench ref build /data/imagenet/train --res 256 --out results/refs/imagenet-256-inception.npz
+    """
+    command = f"pixeldit-bench ref build {dataset} --res {res} --out {out}" + (f" --split {split}" if split else "")
+    if dry_run:
+        from evaluators.imagenet.inception import resolve_weights
+        from evaluators.imagenet.sources import open_images
+
+        source = _run(lambda: open_images(dataset, name="dataset", crop_to=res, split=split))
+        chosen = _run(lambda: resolve_weights(weights))
+        console.print_json(json.dumps({"source": source.describe(), "count": len(source),
+                                       "resolution": list(source.resolution), "arr_0": min(pr_images, len(source)),
+                                       "weights": chosen.card(), "out": str(out), "command": command}))
+        return
+    written = _run(lambda: build_reference(dataset, out, res, split=split, pr_images=pr_images, batch_size=batch_size,
+                                           device=_device(device), cache_dir=cache_dir, weights=weights,
+                                           overwrite=overwrite, progress=True, build_command=command))
+    card = written["card"]
+    console.print(f"wrote {written['path']}: {card['stats_count']} images in the statistics, {card['images_count']} "
+                  f"in arr_0, {card['resolution'][0]}×{card['resolution'][1]}, weights {card['weights']}, "
+                  f"sha256 {written['sha256']}")
+
+
+@ref_app.command("info")
+def ref_info(file: Annotated[Path, typer.Argument(help="Reference .npz (ADM batch or `ref build` output).")]) -> None:
+    """Show what a reference file holds and verify its checksum (files with a protocol card).
+
+    [b]Examples[/b]
+      pixeldit-bench ref info VIRTUAL_imagenet256_labeled.npz
+    """
+    reference = _run(lambda: open_reference(file))
+    console.print_json(json.dumps({**reference_summary(reference), "stored": list(reference.stat_keys)
+                                   + (["arr_0"] if reference.images is not None else []),
+                                   "card": reference.card}, default=str))

@@ -1,0 +1,285 @@
+"""`evaluate_imagenet`: FID, sFID, IS, precision/recall and KID of a sample set against a reference.
+
+Backends (never mixed inside one result):
+
+* `adm` (default): ADM's evaluator semantics on torch-fidelity's TF-compatible Inception (see metrics.py);
+* `torch-fidelity`: `torch_fidelity.calculate_metrics` with its own defaults (IS shuffled, FID by
+  eigenvalues, its PRC), the `inception-v3-compat` extractor pointed at the same weights file;
+* `clean-fid`: clean-fid's "clean" resize (PIL bicubic to 299 on floats) and its FID/KID code, with
+  `custom_feat_extractor` = the same network's pool3.
+
+A second run on the same samples, reference and settings reads features (and the metric values) from
+the cache, see features.py.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from evaluators.imagenet.errors import ImageNetEvalError
+from evaluators.imagenet.features import (Cache, LazyExtractor, default_batch_size, extract, feature_key,
+                                          resolve_device)
+from evaluators.imagenet.inception import EXTRACTOR_NAME, UNAVAILABLE_IS, InceptionWeights, resolve_weights
+from evaluators.imagenet.metrics import (KID_SEED, KID_SUBSETS, PR_BLOCK, PR_K, fid_statistics, frechet_distance,
+                                         inception_score, is_splits, kernel_inception_distance, kid_subset_size,
+                                         precision_recall)
+from evaluators.imagenet.reference import Reference, check_compatible, open_reference, reference_summary
+from evaluators.imagenet.sources import ImageSource, open_images
+from evaluators.results import make_result
+
+VERSION = "1"
+METRICS = ("fid", "sfid", "is", "precision", "recall", "kid")
+BACKENDS = ("adm", "torch-fidelity", "clean-fid")
+_NUMERIC_SOURCES = ("evaluate.py", "metrics.py", "features.py", "inception.py", "backends.py")
+
+
+@dataclass
+class Plan:
+    """Everything resolved before any feature is computed (what `--dry-run` prints)."""
+    samples: ImageSource
+    reference: Reference
+    weights: InceptionWeights
+    backend: str
+    metrics: tuple[str, ...]
+    device: torch.device
+    batch_size: int
+    cache: Cache
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def computed(self) -> tuple[str, ...]:
+        return tuple(metric for metric in self.metrics if metric not in self.unavailable)
+
+    def summary(self) -> dict:
+        memo = self.cache.memo
+        out = {"backend": self.backend, "metrics": list(self.computed), "unavailable": dict(self.unavailable),
+               "samples": {"source": self.samples.describe(), "count": len(self.samples),
+                           "resolution": list(self.samples.resolution)},
+               "reference": reference_summary(self.reference), "weights": self.weights.card(),
+               "device": str(self.device), "batch_size": self.batch_size,
+               "cache_root": str(self.cache.root) if self.cache.root else None}
+        if self.backend == "adm" and self.cache.root:
+            sets = {"samples": self.samples, "reference": self.reference.images}
+            out["cached_features"] = {
+                name: (self.cache.feature_dir(feature_key(source.content_hash(memo), self.weights))
+                       / "meta.json").is_file()
+                for name, source in sets.items() if source is not None}
+        return out
+
+
+def _normalise_metrics(metrics) -> tuple[str, ...]:
+    if metrics is None:
+        return METRICS
+    if isinstance(metrics, str):
+        metrics = [part.strip() for part in metrics.split(",") if part.strip()]
+    unknown = sorted(set(metrics) - set(METRICS))
+    if unknown or not metrics:
+        raise ImageNetEvalError(f"unknown metrics {unknown or metrics}; choose from {', '.join(METRICS)}")
+    return tuple(metric for metric in METRICS if metric in metrics)
+
+
+def plan_imagenet(samples, reference, *, backend: str = "adm", metrics=None, batch_size: int | None = None,
+                  device=None, cache_dir=None, weights: str = "auto", expected_samples: int | None = None) -> Plan:
+    """Open and validate inputs, resolve weights and check the protocol; computes no features."""
+    if backend not in BACKENDS:
+        raise ImageNetEvalError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    metrics = _normalise_metrics(metrics)
+    cache = Cache(cache_dir)
+    sample_set = open_images(samples, name="samples")
+    ref = open_reference(reference, cache.memo)
+    chosen = resolve_weights(weights, cache.memo)
+    check_compatible(ref, sample_set, chosen, expected_samples)
+    device = resolve_device(device)
+    unavailable = {}
+    if not chosen.has_logits:
+        unavailable["is"] = UNAVAILABLE_IS
+    if ref.images is None:
+        for metric in ("precision", "recall", "kid"):
+            unavailable[metric] = f"unavailable: reference {ref.description} holds statistics only (no arr_0 images)"
+        if "mu_s" not in ref.stat_keys:
+            unavailable["sfid"] = f"unavailable: reference {ref.description} has no mu_s/sigma_s"
+    elif "mu" in ref.stat_keys and "mu_s" not in ref.stat_keys:
+        unavailable["sfid"] = (f"unavailable: reference {ref.description} stores mu/sigma but not mu_s/sigma_s "
+                               f"(sFID from its {len(ref.images)} images would not match FID's statistics)")
+    if backend != "adm":
+        from evaluators.imagenet.backends import backend_unavailable
+
+        if ref.images is None:
+            raise ImageNetEvalError(f"the {backend} backend computes reference statistics from images, but "
+                                    f"{ref.description} holds statistics only; use backend='adm'")
+        unavailable.update(backend_unavailable(backend))
+    unavailable = {metric: reason for metric, reason in unavailable.items() if metric in metrics}
+    return Plan(sample_set, ref, chosen, backend, metrics, device, batch_size or default_batch_size(device), cache,
+                unavailable)
+
+
+def _code_digest() -> str:
+    """Hash of the code that produces the numbers: a code change invalidates memoised metric values."""
+    digest = hashlib.sha256(VERSION.encode())
+    for name in _NUMERIC_SOURCES:
+        digest.update((Path(__file__).parent / name).read_bytes())
+    return digest.hexdigest()
+
+
+def _protocol(plan: Plan) -> dict:
+    count = len(plan.samples)
+    ref_count = len(plan.reference.images) if plan.reference.images is not None else None
+    protocol = {
+        "suite": "ADM evaluator semantics (openai/guided-diffusion evaluations/evaluator.py)",
+        "extractor": {"name": EXTRACTOR_NAME, **plan.weights.card(),
+                      "pool3": "2048-d (FID, precision/recall, KID)",
+                      "spatial": "Mixed_6d.branch1x1 = TF mixed_6/conv, NHWC, first 7 channels, 2023-d (sFID)",
+                      "logits": "pool3 @ fc.weight.T, no bias (IS)", "tf32": False},
+        "reference": reference_summary(plan.reference),
+        "samples": {"count": count, "resolution": list(plan.samples.resolution)},
+        "fid": {"sqrtm": "scipy.linalg.sqrtm", "eps": 1e-6, "imaginary_atol": 1e-3,
+                "reference_statistics": "file" if "mu" in plan.reference.stat_keys else "reference images"},
+        "is": {**(is_splits(count) if count >= 10 else {}), "order": "file order, no shuffling",
+               "softmax": "float32", "reported": "mean of the split scores"},
+        "precision_recall": {"k": PR_K, "distance": "squared euclidean", "fp16_distances": True,
+                             "fp32_fallback": "per block, when the fp16 block is not finite",
+                             "row_batch": PR_BLOCK, "col_batch": PR_BLOCK,
+                             "reference_set": "reference images (arr_0)"},
+        "kid": {"implementation": "torch_fidelity.metric_kid.kid_features_to_metric", "subsets": KID_SUBSETS,
+                "subset_size": kid_subset_size(count, ref_count) if ref_count else None, "kernel": "poly",
+                "degree": 3, "gamma": "1/2048", "coef0": 1, "rng_seed": KID_SEED,
+                "order": "input1 = samples, input2 = reference images"},
+    }
+    return protocol
+
+
+def _run_adm(plan: Plan, progress: bool) -> tuple[dict, dict]:
+    """(values, extra) of the ADM backend."""
+    want = set(plan.computed)
+    ref, memo, weights = plan.reference, plan.cache.memo, plan.weights
+    file_stats = {"fid": "mu" in ref.stat_keys, "sfid": "mu_s" in ref.stat_keys}
+    need_ref = bool(want & {"precision", "recall", "kid"}) or any(m in want and not file_stats[m] for m in file_stats)
+    sample_key = feature_key(plan.samples.content_hash(memo), weights)
+    ref_key = feature_key(ref.images.content_hash(memo), weights) if need_ref else None
+    memo_key = hashlib.sha256(json.dumps({
+        "code": _code_digest(), "samples": sample_key, "reference": [ref.sha256, ref_key, list(ref.stat_keys)],
+        "metrics": sorted(want)}, sort_keys=True).encode()).hexdigest()
+    cached = plan.cache.read_metrics(memo_key)
+    if cached is not None:         # same samples, reference, metrics and code: the stored values
+        extra = {**cached["extra"], "cache": {"samples_features": "not read", "reference_features": "not read",
+                                              "metrics": "hit"}, "timings_s": {}}
+        return cached["values"], extra
+
+    timings = {}
+    lazy = LazyExtractor(weights, plan.device)
+    clock = time.perf_counter()
+    smp = extract(plan.samples, weights, lazy, cache=plan.cache, batch_size=plan.batch_size, progress=progress,
+                  label="samples")
+    timings["features_samples"] = time.perf_counter() - clock
+    ref_feats = None
+    if need_ref:
+        clock = time.perf_counter()
+        ref_feats = extract(ref.images, weights, lazy, cache=plan.cache, batch_size=plan.batch_size,
+                            progress=progress, label="reference")
+        timings["features_reference"] = time.perf_counter() - clock
+    values, extra = {}, {}
+    for metric, layer, stat in (("fid", "pool3", "fid"), ("sfid", "spatial", "sfid")):
+        if metric in want:
+            clock = time.perf_counter()
+            mu1, sigma1 = fid_statistics(getattr(smp, layer))
+            mu2, sigma2 = ref.load_stats(stat) or fid_statistics(getattr(ref_feats, layer))
+            values[metric] = frechet_distance(mu1, sigma1, mu2, sigma2)
+            timings[metric] = time.perf_counter() - clock
+    if "is" in want:
+        clock = time.perf_counter()
+        values["is"], extra["is_split_scores"], extra["is_splits"] = inception_score(smp.logits)
+        timings["is"] = time.perf_counter() - clock
+    if want & {"precision", "recall"}:
+        clock = time.perf_counter()
+        fp16 = precision_recall(ref_feats.pool3, smp.pool3, fp16=True, device=plan.device)
+        fp32 = precision_recall(ref_feats.pool3, smp.pool3, fp16=False, device=plan.device)
+        for metric in ("precision", "recall"):
+            if metric in want:
+                values[metric] = fp16[metric]
+        extra["precision_recall"] = {
+            "fp16_emulated": fp16, "fp32": fp32,
+            "fp16_changes_result": (fp16["precision"], fp16["recall"]) != (fp32["precision"], fp32["recall"])}
+        timings["precision_recall"] = time.perf_counter() - clock
+    if "kid" in want:
+        clock = time.perf_counter()
+        kid = kernel_inception_distance(smp.pool3, ref_feats.pool3)
+        values["kid"], values["kid_std"] = kid["kid"], kid["kid_std"]
+        timings["kid"] = time.perf_counter() - clock
+    extra["cache"] = {"samples_features": "hit" if smp.cache_hit else "miss",
+                      "reference_features": None if ref_feats is None else "hit" if ref_feats.cache_hit else "miss",
+                      "metrics": "miss"}
+    extra["feature_extraction"] = {"samples": smp.meta, "reference": ref_feats.meta if ref_feats else None}
+    extra["timings_s"] = {name: round(seconds, 3) for name, seconds in timings.items()}
+    plan.cache.write_metrics(memo_key, {"values": values, "extra": extra})
+    return values, extra
+
+
+SAMPLES_SIDECAR_SCHEMA = "pixeldit-bench/samples/v1"   # the samples.json `pixeldit-bench sample` writes
+
+
+def sampler_and_model(samples) -> tuple[dict, dict]:
+    """(sampler, model) sections from the sampler's sidecar `<samples>.json`, empty when there is none."""
+    if not isinstance(samples, (str, Path)) or Path(samples).suffix.lower() != ".npz":
+        return {}, {}
+    try:
+        sidecar = json.loads(Path(samples).with_suffix(".json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}, {}
+    if not isinstance(sidecar, dict) or sidecar.get("schema") != SAMPLES_SIDECAR_SCHEMA:
+        return {}, {}
+    settings, network = sidecar.get("settings") or {}, sidecar.get("network") or {}
+    sampler = {"name": settings.get("sampler"), **(sidecar.get("sampler_config") or {}),
+               **{key: settings.get(key) for key in ("seed", "quantization", "precision", "labels")}}
+    model = {"network_sha256": settings.get("network_sha256"), "network": network.get("path"),
+             "weights": network.get("weights"), "config": network.get("config")}
+    return sampler, model
+
+
+def evaluate_imagenet(samples, reference, *, backend: str = "adm", metrics=None, batch_size: int | None = None,
+                      device=None, cache_dir=None, weights: str = "auto", expected_samples: int | None = None,
+                      progress: bool = False, run: dict | None = None, model: dict | None = None,
+                      sampler: dict | None = None) -> dict:
+    """Score `samples` against `reference`; returns a result record (`evaluators.results.make_result`).
+
+    samples: ADM `.npz` (`arr_0` uint8 NHWC), `.npy`, a folder of PNG/JPEG, a prepared dataset or a uint8
+    N×H×W×3 array. reference: ADM reference batch / `build_reference` output `.npz`, or any image set.
+    metrics: subset of ("fid", "sfid", "is", "precision", "recall", "kid"); default all.
+    weights: "auto" (full torch-fidelity file if installed, else the offline conversion), "inception", "offline".
+    cache_dir: cache root (default `$PIXELDIT_CACHE/imagenet`); False disables caching.
+    run / model / sampler: sections of the result record; model and sampler default to what the sampler's
+    sidecar `<samples>.json` (pixeldit-bench/samples/v1) records.
+    """
+    started = time.perf_counter()
+    plan = plan_imagenet(samples, reference, backend=backend, metrics=metrics, batch_size=batch_size, device=device,
+                         cache_dir=cache_dir, weights=weights, expected_samples=expected_samples)
+    if plan.backend == "adm":
+        values, extra = _run_adm(plan, progress)
+        unavailable, protocol = {}, _protocol(plan)
+    else:
+        from evaluators.imagenet.backends import run_backend
+
+        values, unavailable, extra, protocol = run_backend(plan, progress)
+    unavailable = {**plan.unavailable, **unavailable}
+    ordered = {}
+    for metric in plan.metrics:
+        ordered[metric] = values.get(metric)
+        if metric == "kid":
+            ordered["kid_std"] = values.get("kid_std")
+            if "kid" in unavailable:
+                unavailable["kid_std"] = unavailable["kid"]
+    extra = {**extra, "device": str(plan.device), "batch_size": plan.batch_size,
+             "reference_path": str(plan.reference.path) if plan.reference.path else None,
+             "seconds": round(time.perf_counter() - started, 3)}
+    sample_record = {"path": str(plan.samples.path) if plan.samples.path else None, "kind": plan.samples.kind,
+                     "sha256": plan.samples.content_hash(plan.cache.memo),
+                     "file_sha256": plan.samples.file_sha256(plan.cache.memo), "count": len(plan.samples),
+                     "resolution": list(plan.samples.resolution)}
+    sidecar_sampler, sidecar_model = sampler_and_model(samples)
+    return make_result("imagenet", VERSION, ordered, protocol, backend=plan.backend, unavailable=unavailable,
+                       samples=sample_record, model=model or sidecar_model, sampler=sampler or sidecar_sampler,
+                       run=run, extra=extra)

@@ -1,0 +1,239 @@
+"""One Inception pass per image set, streamed, batched, cached on disk.
+
+Cache layout under the cache root (default `$PIXELDIT_CACHE/imagenet`, else `~/.cache/pixeldit-bench/imagenet`)::
+
+    features/<key>/pool3.npy     N×2048 float32
+    features/<key>/spatial.npy   N×2023 float32 (mixed_6/conv, NHWC, 7 channels)
+    features/<key>/logits.npy    N×1008 float32 (only with the full weights)
+    features/<key>/meta.json     count, resolution, weights card, device, timing (written last)
+    hashes/<stamp>.json          memoised sha256 of files by (path, size, mtime, inode)
+    metrics/<key>.json           memoised metric values of one (samples, reference, settings, code) tuple
+
+`key` = sha256(content hash of the images, feature-network digest, classifier digest, format version). An
+entry is written into a hidden `.partial` directory and renamed into place when complete, so a killed
+run never leaves a half entry. Images are read in batches on a background thread while the network
+runs; features go straight into memory-mapped `.npy` files, never a list of arrays.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from evaluators.imagenet.errors import InputError
+from evaluators.imagenet.inception import InceptionFeatures, InceptionWeights
+from evaluators.imagenet.sources import HashMemo, ImageSource
+
+FORMAT = "pixeldit-bench/imagenet-features/v1"
+DIMS = {"pool3": 2048, "spatial": 2023, "logits": 1008}
+
+
+def default_cache_root() -> Path:
+    root = os.environ.get("PIXELDIT_CACHE") or Path.home() / ".cache" / "pixeldit-bench"
+    return Path(root) / "imagenet"
+
+
+def default_batch_size(device: torch.device) -> int:
+    """ADM's 64 on CPU; larger on GPU, where the network is the bottleneck."""
+    return 250 if device.type == "cuda" else 64
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Cache:
+    """The cache root; `Cache(False)` keeps nothing (features in memory, no memo)."""
+
+    def __init__(self, root: str | os.PathLike | None | bool = None):
+        self.root = None if root is False else Path(root) if root not in (None, True) else default_cache_root()
+        self.memo = HashMemo(self.root / "hashes" if self.root else None)
+
+    def feature_dir(self, key: str) -> Path | None:
+        return self.root / "features" / key if self.root else None
+
+    def metrics_path(self, key: str) -> Path | None:
+        return self.root / "metrics" / f"{key}.json" if self.root else None
+
+    def read_metrics(self, key: str) -> dict | None:
+        path = self.metrics_path(key)
+        if path is None or not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def write_metrics(self, key: str, payload: dict) -> None:
+        path = self.metrics_path(key)
+        if path is None:
+            return
+        from evaluators.results import write_json_atomic
+
+        write_json_atomic(path, payload)
+
+
+@dataclass
+class FeatureSet:
+    key: str
+    count: int
+    pool3: np.ndarray                    # N×2048
+    spatial: np.ndarray                  # N×2023
+    logits: np.ndarray | None            # N×1008
+    cache_hit: bool
+    seconds: float                       # extraction time of this call (0 on a hit)
+    meta: dict = field(default_factory=dict)
+
+
+def feature_key(content_hash: str, weights: InceptionWeights) -> str:
+    blob = {"format": FORMAT, "content": content_hash, "features_sha256": weights.features_sha256,
+            "classifier": weights.tensor_sha256 if weights.has_logits else None}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+
+
+def _names(weights: InceptionWeights) -> list[str]:
+    return ["pool3", "spatial"] + (["logits"] if weights.has_logits else [])
+
+
+def load_cached(directory: Path | None, key: str, weights: InceptionWeights) -> FeatureSet | None:
+    """A complete cache entry, memory-mapped; None when absent or damaged (a damaged one is removed)."""
+    if directory is None or not (directory / "meta.json").is_file():
+        return None
+    try:
+        meta = json.loads((directory / "meta.json").read_text())
+        arrays = {name: np.load(directory / f"{name}.npy", mmap_mode="r") for name in _names(weights)}
+        if any(arrays[name].shape != (meta["count"], DIMS[name]) for name in arrays):
+            raise ValueError("shape mismatch")
+    except (OSError, ValueError, KeyError, json.JSONDecodeError):
+        shutil.rmtree(directory, ignore_errors=True)
+        return None
+    return FeatureSet(key, meta["count"], arrays["pool3"], arrays["spatial"], arrays.get("logits"), True, 0.0, meta)
+
+
+def _prefetch(iterator: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.ndarray]:
+    """Run `iterator` on a background thread, `depth` batches ahead; its exceptions re-raise here."""
+    slots: queue.Queue = queue.Queue(depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in iterator:
+                if stop.is_set():
+                    return
+                slots.put(item)
+        except BaseException as error:         # noqa: BLE001 - handed to the consumer
+            slots.put(error)
+            return
+        slots.put(done)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():                # unblock a producer waiting on a full queue
+            try:
+                slots.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+
+
+def extract(source: ImageSource, weights: InceptionWeights, get_extractor: Callable[[], InceptionFeatures], *,
+            cache: Cache, batch_size: int, progress: bool = False, label: str = "images") -> FeatureSet:
+    """Features of `source` from the cache, or from one streamed pass that fills the cache."""
+    key = feature_key(source.content_hash(cache.memo), weights)
+    final = cache.feature_dir(key)
+    hit = load_cached(final, key, weights)
+    if hit is not None:
+        return hit
+    count = len(source)
+    names = _names(weights)
+    work = None
+    if final is not None:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{key}.partial-", dir=final.parent))
+        work.chmod(0o755)                        # mkdtemp makes it private; the entry becomes a normal dir
+        arrays = {name: np.lib.format.open_memmap(work / f"{name}.npy", mode="w+", dtype=np.float32,
+                                                  shape=(count, DIMS[name])) for name in names}
+    else:
+        arrays = {name: np.empty((count, DIMS[name]), dtype=np.float32) for name in names}
+    try:
+        extractor = get_extractor()
+        start_time = time.perf_counter()
+        filled = 0
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=count, unit="img", desc=f"Inception features ({label})", leave=False)
+        for batch in _prefetch(source.batches(batch_size)):
+            if batch.shape[1:3] != tuple(source.resolution) or filled + len(batch) > count:
+                raise InputError(f"{source.describe()} changed while it was read (batch {batch.shape} at image "
+                                 f"{filled}); rerun once it is complete")
+            out = extractor(batch)
+            for name in names:
+                arrays[name][filled:filled + len(batch)] = out[name]
+            filled += len(batch)
+            if bar is not None:
+                bar.update(len(batch))
+        if bar is not None:
+            bar.close()
+        if filled != count:
+            raise InputError(f"{source.describe()} gave {filled} images, expected {count}; is it being written?")
+        seconds = time.perf_counter() - start_time
+        meta = {"format": FORMAT, "key": key, "count": count, "resolution": list(source.resolution),
+                "source": source.describe(), "weights": weights.card(), "device": str(extractor.device),
+                "batch_size": batch_size, "seconds": round(seconds, 3),
+                "images_per_second": round(count / seconds, 3) if seconds else None}
+        if work is None:
+            return FeatureSet(key, count, arrays["pool3"], arrays["spatial"], arrays.get("logits"), False, seconds,
+                              meta)
+        for array in arrays.values():
+            array.flush()
+        del arrays
+        (work / "meta.json").write_text(json.dumps(meta, indent=1))
+        try:
+            os.rename(work, final)
+        except OSError:                          # another run finished the same entry first: keep theirs
+            shutil.rmtree(work, ignore_errors=True)
+        work = None
+        loaded = load_cached(final, key, weights)
+        loaded.cache_hit, loaded.seconds = False, seconds
+        return loaded
+    finally:
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+class LazyExtractor:
+    """Builds the Inception network on first use only (a full cache hit never loads it)."""
+
+    def __init__(self, weights: InceptionWeights, device: torch.device):
+        self.weights, self.device = weights, device
+        self._extractor: InceptionFeatures | None = None
+
+    def __call__(self) -> InceptionFeatures:
+        if self._extractor is None:
+            self._extractor = InceptionFeatures(self.weights, self.device)
+        return self._extractor

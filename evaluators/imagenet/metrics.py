@@ -1,0 +1,213 @@
+"""FID, sFID, IS, improved precision/recall and KID from features, with ADM's exact semantics.
+
+Written from the behaviour of `openai/guided-diffusion: evaluations/evaluator.py` (evaluators.md §1):
+
+* statistics: `mu = mean(axis=0)` (in the features' float32, as ADM), `sigma = np.cov(rowvar=False)` (float64);
+* Fréchet distance: `scipy.linalg.sqrtm(sigma1 @ sigma2)`; non-finite -> add 1e-6·I to both and retry;
+  complex with a diagonal imaginary part above 1e-3 -> error, else the real part;
+* IS: float32 softmax of pool3 @ W (no bias), in-order splits, mean of the per-split scores;
+* precision/recall: k = 3, squared distances to the 4th smallest distance in the row (self included),
+  10,000×10,000 blocks, each block's distances in float16 first and recomputed in float32 only when
+  the float16 block has a non-finite value (ADM's `tf.cond`);
+* KID: torch-fidelity's own `kid_features_to_metric` (100 subsets, poly kernel degree 3, seeded RNG).
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from scipy import linalg
+
+from evaluators.imagenet.errors import ImageNetEvalError
+
+ADM_IS_SPLIT_SIZE = 5000
+ADM_IS_FULL_COUNT = 50000
+ADM_SOFTMAX_BATCH = 512
+PR_K = 3
+PR_BLOCK = 10000
+KID_SUBSETS = 100
+KID_SUBSET_SIZE = 1000
+KID_SEED = 2020          # torch-fidelity's default rng_seed
+
+
+# --------------------------------------------------------------------------------------------- FID / sFID
+
+def fid_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, sigma) as ADM's `compute_statistics`: mean in the input dtype, covariance with ddof=1."""
+    if len(features) < 2:
+        raise ImageNetEvalError(f"a covariance needs at least 2 images, got {len(features)}")
+    features = np.asarray(features)                      # a plain array, also for memory-mapped input
+    return np.mean(features, axis=0), np.cov(features, rowvar=False)
+
+
+def _sqrtm(matrix: np.ndarray) -> np.ndarray:
+    """scipy.linalg.sqrtm without its deprecated `disp` flag (SciPy >= 1.16 returns only the root)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        root = linalg.sqrtm(matrix)
+    return root[0] if isinstance(root, tuple) else root
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
+                     eps: float = 1e-6) -> float:
+    """ADM's `FIDStatistics.frechet_distance` (TTUR's formula with sqrtm and its eps / imaginary rules)."""
+    mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
+    sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
+        raise ImageNetEvalError(f"statistics of different sizes: mu {mu1.shape} vs {mu2.shape}, "
+                                f"sigma {sigma1.shape} vs {sigma2.shape}")
+    diff = mu1 - mu2
+    covmean = _sqrtm(sigma1.dot(sigma2))
+    if not np.isfinite(covmean).all():
+        warnings.warn(f"fid calculation produces singular product; adding {eps} to diagonal of cov estimates")
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = _sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ImageNetEvalError(f"Fréchet distance: sqrtm has an imaginary component of "
+                                    f"{np.max(np.abs(covmean.imag))} (ADM raises here too); the covariances are "
+                                    f"numerically indefinite, usually from too few images for {len(mu1)}-d features")
+        covmean = covmean.real
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+# --------------------------------------------------------------------------------------------- IS
+
+def is_splits(count: int) -> dict:
+    """ADM's split rule (5000 in order) for >= 50,000 images; below that 10 in-order splits of count // 10."""
+    if count >= ADM_IS_FULL_COUNT:
+        return {"split_size": ADM_IS_SPLIT_SIZE, "splits": -(-count // ADM_IS_SPLIT_SIZE), "dropped": 0,
+                "rule": "ADM: in-order splits of 5000 (last one partial if count is not a multiple)"}
+    if count < 10:
+        raise ImageNetEvalError(f"the Inception Score needs at least 10 images (10 splits), got {count}")
+    return {"split_size": count // 10, "splits": 10, "dropped": count % 10,
+            "rule": f"fewer than {ADM_IS_FULL_COUNT} images: 10 in-order splits of count // 10 (ADM uses 5000); "
+                    f"the last count % 10 images are left out"}
+
+
+def softmax_float32(logits: np.ndarray, batch: int = ADM_SOFTMAX_BATCH) -> np.ndarray:
+    """Row softmax in float32, batch by batch (ADM runs TF's softmax on 512 rows at a time)."""
+    out = np.empty(logits.shape, dtype=np.float32)
+    for start in range(0, len(logits), batch):
+        x = np.asarray(logits[start:start + batch], dtype=np.float32)
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        out[start:start + batch] = e / e.sum(axis=1, keepdims=True)
+    return out
+
+
+def inception_score(logits: np.ndarray) -> tuple[float, list[float], dict]:
+    """(mean IS, per-split scores, split info): improved-gan's formula on in-order splits, no shuffling."""
+    info = is_splits(len(logits))
+    preds = softmax_float32(logits)
+    used = len(preds) - info["dropped"]
+    scores = []
+    for start in range(0, used, info["split_size"]):
+        part = preds[start:min(start + info["split_size"], used)]
+        kl = part * (np.log(part) - np.log(np.expand_dims(np.mean(part, 0), 0)))
+        scores.append(float(np.exp(np.mean(np.sum(kl, 1)))))
+    return float(np.mean(scores)), scores, info
+
+
+# --------------------------------------------------------------------------------------------- P / R
+
+def pairwise_sq_distances(u: torch.Tensor, v: torch.Tensor, fp16: bool) -> torch.Tensor:
+    """ADM's `_batch_pairwise_distances`: max(|u|² - 2 u·v + |v|², 0), R×C.
+
+    fp16=True emulates TF's float16 graph on any device: inputs rounded to float16, squares in float16,
+    row sums and the matmul accumulated in float32 (as TF's GPU kernels do) and rounded to float16, then
+    every elementwise op in float16.
+    """
+    if not fp16:
+        norm_u = (u * u).sum(1)
+        norm_v = (v * v).sum(1)
+        return torch.clamp_min(norm_u[:, None] - 2 * (u @ v.T) + norm_v[None, :], 0.0)
+    u16, v16 = u.half(), v.half()
+    norm_u = (u16 * u16).float().sum(1).half()                     # R
+    norm_v = (v16 * v16).float().sum(1).half()                     # C
+    uv = (u16.float() @ v16.float().T).half()                       # R×C; products of halves are exact in fp32
+    return torch.clamp_min(norm_u[:, None] - 2 * uv + norm_v[None, :], 0.0)
+
+
+class _Distances:
+    """Block distances with ADM's per-block fp16 -> fp32 fallback; counts the blocks that fell back."""
+
+    def __init__(self, fp16: bool):
+        self.fp16 = fp16
+        self.blocks = 0
+        self.fallbacks = 0
+
+    def __call__(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        self.blocks += 1
+        if self.fp16:
+            block = pairwise_sq_distances(u, v, fp16=True)
+            if bool(torch.isfinite(block).all()):
+                return block.float()
+            self.fallbacks += 1
+        return pairwise_sq_distances(u, v, fp16=False)
+
+
+def manifold_radii(features: torch.Tensor, distances: _Distances, k: int = PR_K,
+                   row_batch: int = PR_BLOCK, col_batch: int = PR_BLOCK) -> torch.Tensor:
+    """Squared distance of every point to its k-th neighbour: the (k+1)-th smallest of its row (self included)."""
+    count = len(features)
+    radii = torch.empty(count, dtype=torch.float32, device=features.device)
+    for begin1 in range(0, count, row_batch):
+        rows = features[begin1:begin1 + row_batch]
+        smallest = []                                               # per column block, the k+1 smallest
+        for begin2 in range(0, count, col_batch):
+            block = distances(rows, features[begin2:begin2 + col_batch])
+            smallest.append(torch.topk(block, min(k + 1, block.shape[1]), dim=1, largest=False).values)
+        radii[begin1:begin1 + len(rows)] = torch.sort(torch.cat(smallest, dim=1), dim=1).values[:, k]
+    return radii
+
+
+def precision_recall(reference: np.ndarray, samples: np.ndarray, *, fp16: bool = True, k: int = PR_K,
+                     row_batch: int = PR_BLOCK, col_batch: int = PR_BLOCK,
+                     device: str | torch.device = "cpu") -> dict:
+    """Improved precision/recall (Kynkäänniemi et al.) as ADM computes it.
+
+    precision: fraction of samples inside some reference hypersphere; recall: fraction of reference
+    points inside some sample hypersphere. Returns also how many distance blocks fell back to float32.
+    """
+    for name, features in (("reference", reference), ("samples", samples)):
+        if len(features) < k + 1:
+            raise ImageNetEvalError(f"precision/recall need at least {k + 1} {name} images (k={k}), "
+                                    f"got {len(features)}")
+    ref = torch.from_numpy(np.array(reference, dtype=np.float32)).to(device)
+    smp = torch.from_numpy(np.array(samples, dtype=np.float32)).to(device)
+    distances = _Distances(fp16)
+    radii_ref = manifold_radii(ref, distances, k, row_batch, col_batch)
+    radii_smp = manifold_radii(smp, distances, k, row_batch, col_batch)
+    ref_in = torch.zeros(len(ref), dtype=torch.bool, device=device)
+    smp_in = torch.zeros(len(smp), dtype=torch.bool, device=device)
+    for begin1 in range(0, len(ref), row_batch):
+        end1 = begin1 + row_batch
+        for begin2 in range(0, len(smp), col_batch):
+            end2 = begin2 + col_batch
+            block = distances(ref[begin1:end1], smp[begin2:end2])  # rows: reference, columns: samples
+            ref_in[begin1:end1] |= (block <= radii_smp[None, begin2:end2]).any(dim=1)
+            smp_in[begin2:end2] |= (block <= radii_ref[begin1:end1, None]).any(dim=0)
+    return {"precision": float(smp_in.double().mean()), "recall": float(ref_in.double().mean()),
+            "distance_blocks": distances.blocks, "fp32_fallback_blocks": distances.fallbacks}
+
+
+# --------------------------------------------------------------------------------------------- KID
+
+def kid_subset_size(count_samples: int, count_reference: int) -> int:
+    return min(KID_SUBSET_SIZE, count_samples, count_reference)
+
+
+def kernel_inception_distance(samples: np.ndarray, reference: np.ndarray, *, subsets: int = KID_SUBSETS,
+                              subset_size: int | None = None, seed: int = KID_SEED) -> dict:
+    """torch-fidelity's KID (input1 = samples, input2 = reference), called through the library itself."""
+    from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
+
+    size = subset_size or kid_subset_size(len(samples), len(reference))
+    if size < 2:
+        raise ImageNetEvalError(f"KID needs at least 2 images per set, got {len(samples)} and {len(reference)}")
+    out = kid_features_to_metric(torch.from_numpy(np.array(samples, dtype=np.float32)),
+                                 torch.from_numpy(np.array(reference, dtype=np.float32)),
+                                 kid_subsets=subsets, kid_subset_size=size, rng_seed=seed, verbose=False)
+    return {"kid": out[KEY_METRIC_KID_MEAN], "kid_std": out[KEY_METRIC_KID_STD], "subset_size": size,
+            "subsets": subsets, "seed": seed}

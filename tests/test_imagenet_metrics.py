@@ -1,0 +1,159 @@
+"""ADM metric semantics on constructed features: FID/KID vs torch-fidelity, IS split order, precision/recall."""
+import numpy as np
+import pytest
+import torch
+from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_isc import isc_features_to_metric
+from torch_fidelity.metric_kid import kid_features_to_metric
+
+from evaluators.imagenet.errors import ImageNetEvalError
+from evaluators.imagenet.metrics import (fid_statistics, frechet_distance, inception_score, is_splits,
+                                         kernel_inception_distance, manifold_radii, pairwise_sq_distances,
+                                         precision_recall, _Distances)
+
+
+def _features(seed, count=500, dim=64, shift=0.0, scale=1.0):
+    rng = np.random.default_rng(seed)
+    mixing = rng.normal(size=(dim, dim)) / np.sqrt(dim)
+    return ((rng.normal(size=(count, dim)) @ mixing) * scale + shift).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------- FID / KID
+
+def test_fid_of_a_set_with_itself_is_zero():
+    mu, sigma = fid_statistics(_features(0))
+    assert abs(frechet_distance(mu, sigma, mu, sigma)) < 1e-8 * np.trace(sigma)
+
+
+def test_fid_statistics_and_distance_match_torch_fidelity():
+    a, b = _features(1), _features(2, shift=0.3, scale=1.2)
+    ours_a, ours_b = fid_statistics(a), fid_statistics(b)
+    theirs_a = fid_features_to_statistics(torch.from_numpy(a))
+    theirs_b = fid_features_to_statistics(torch.from_numpy(b))
+    np.testing.assert_array_equal(ours_a[0], theirs_a["mu"])
+    np.testing.assert_array_equal(ours_a[1], theirs_a["sigma"])
+    assert ours_a[0].dtype == np.float32 and ours_a[1].dtype == np.float64        # ADM's dtypes
+    ours = frechet_distance(*ours_a, *ours_b)
+    theirs = fid_statistics_to_metric(theirs_a, theirs_b, verbose=False)["frechet_inception_distance"]
+    assert ours > 1.0
+    assert abs(ours - theirs) <= 1e-6 * abs(theirs)
+
+
+def test_fid_rejects_statistics_of_different_sizes():
+    mu, sigma = fid_statistics(_features(3, dim=8))
+    with pytest.raises(ImageNetEvalError, match="different sizes"):
+        frechet_distance(mu, sigma, mu[:4], sigma[:4, :4])
+
+
+def test_kid_matches_torch_fidelity_and_its_defaults():
+    samples, reference = _features(4, count=100), _features(5, count=150, shift=0.2)
+    ours = kernel_inception_distance(samples, reference)
+    assert ours["subset_size"] == 100 and ours["subsets"] == 100 and ours["seed"] == 2020
+    theirs = kid_features_to_metric(torch.from_numpy(samples), torch.from_numpy(reference), kid_subsets=100,
+                                    kid_subset_size=100, rng_seed=2020, verbose=False)
+    assert abs(ours["kid"] - theirs["kernel_inception_distance_mean"]) <= 1e-6 * abs(ours["kid"])
+    assert abs(ours["kid_std"] - theirs["kernel_inception_distance_std"]) <= 1e-6 * abs(ours["kid_std"])
+    assert ours["kid"] > 0
+
+
+# --------------------------------------------------------------------------------------------- IS
+
+def _order_sensitive_logits():
+    """100 confident predictions: 50 of class 0, then 50 cycling through classes 0..9."""
+    classes = np.concatenate([np.zeros(50, dtype=int), np.arange(50) % 10])
+    logits = np.zeros((100, 10), dtype=np.float32)
+    logits[np.arange(100), classes] = 30.0
+    return logits
+
+
+def test_inception_score_uses_in_order_splits():
+    logits = _order_sensitive_logits()
+    score, per_split, info = inception_score(logits)
+    assert info["splits"] == 10 and info["split_size"] == 10 and info["dropped"] == 0
+    # splits 1-5 hold one class (IS 1), splits 6-10 all ten classes (IS 10)
+    np.testing.assert_allclose(per_split, [1.0] * 5 + [10.0] * 5, rtol=1e-5)
+    assert score == pytest.approx(5.5, rel=1e-5)
+    in_order = isc_features_to_metric(torch.from_numpy(logits), splits=10, shuffle=False)["inception_score_mean"]
+    shuffled = isc_features_to_metric(torch.from_numpy(logits), splits=10, shuffle=True)["inception_score_mean"]
+    assert in_order == pytest.approx(score, rel=1e-5)
+    assert abs(shuffled - score) > 0.5            # torch-fidelity's default shuffling changes the answer
+
+
+def test_inception_score_split_rule():
+    assert is_splits(50000) == {**is_splits(50000), "split_size": 5000, "splits": 10, "dropped": 0}
+    assert is_splits(60001)["splits"] == 13            # ADM: in-order 5000s, the last one partial
+    small = is_splits(1234)
+    assert (small["split_size"], small["splits"], small["dropped"]) == (123, 10, 4)
+    assert "ADM uses 5000" in small["rule"]
+    with pytest.raises(ImageNetEvalError, match="at least 10"):
+        is_splits(9)
+
+
+# --------------------------------------------------------------------------------------------- P / R
+
+def test_precision_recall_on_points_with_known_answer():
+    # reference 0,1,2,3 -> squared 3rd-NN radii 9,4,4,9; samples: 1.5 lies inside (2.25 <= 9), 20..23 do not.
+    # sample radii: 1.5 -> 20.5² (covers every reference point), so recall is 1.
+    reference = np.array([[0.0], [1.0], [2.0], [3.0]], dtype=np.float32)
+    samples = np.array([[1.5], [20.0], [21.0], [22.0], [23.0]], dtype=np.float32)
+    for fp16 in (True, False):
+        result = precision_recall(reference, samples, fp16=fp16)
+        assert (result["precision"], result["recall"]) == (0.2, 1.0)
+    radii = manifold_radii(torch.from_numpy(reference), _Distances(fp16=False))
+    np.testing.assert_array_equal(radii.numpy(), [9, 4, 4, 9])
+
+
+def test_precision_recall_convention_tight_samples_inside_spread_reference():
+    rng = np.random.default_rng(0)
+    reference = rng.normal(0, 1.0, size=(300, 8)).astype(np.float32)
+    samples = rng.normal(0, 0.05, size=(300, 8)).astype(np.float32)
+    result = precision_recall(reference, samples)
+    assert result["precision"] > 0.95 and result["recall"] < 0.1
+    same = precision_recall(reference, reference)
+    assert (same["precision"], same["recall"]) == (1.0, 1.0)
+
+
+def test_radii_match_numpy_partition_as_adm_and_blocks_do_not_matter():
+    features = _features(6, count=37, dim=5)
+    squared = ((features[:, None, :].astype(np.float64) - features[None, :, :]) ** 2).sum(-1)
+    adm = np.partition(squared, [0, 1, 2, 3], axis=1)[:, 3]
+    radii = manifold_radii(torch.from_numpy(features), _Distances(fp16=False), row_batch=7, col_batch=5)
+    np.testing.assert_allclose(radii.numpy(), adm, rtol=1e-4, atol=1e-5)
+    other = _features(7, count=23, dim=5, shift=0.5)
+    blocked = precision_recall(features, other, fp16=False, row_batch=7, col_batch=5)
+    whole = precision_recall(features, other, fp16=False)
+    assert (blocked["precision"], blocked["recall"]) == (whole["precision"], whole["recall"])
+    assert blocked["distance_blocks"] > whole["distance_blocks"]
+
+
+def test_fp16_distances_follow_a_float16_graph():
+    u, v = _features(8, count=20, dim=32, shift=3.0), _features(9, count=15, dim=32, shift=3.0)
+    u16, v16 = u.astype(np.float16), v.astype(np.float16)
+    norm_u = (u16 * u16).astype(np.float32).sum(1).astype(np.float16)
+    norm_v = (v16 * v16).astype(np.float32).sum(1).astype(np.float16)
+    uv = (u16.astype(np.float32) @ v16.astype(np.float32).T).astype(np.float16)
+    expected = np.maximum(norm_u[:, None] - np.float16(2) * uv + norm_v[None, :], np.float16(0))
+    ours = pairwise_sq_distances(torch.from_numpy(u), torch.from_numpy(v), fp16=True)
+    assert ours.dtype == torch.float16
+    ulp = np.spacing(np.abs(expected)).astype(np.float32)
+    assert (np.abs(ours.float().numpy() - expected.astype(np.float32)) <= ulp).all()
+
+
+def test_fp16_distances_can_change_the_result_and_fall_back_on_overflow():
+    rng = np.random.default_rng(0)
+    # |u|² ≈ 6400, where float16 steps by 4: the small distances between these points are lost in fp16
+    reference = (10.0 + rng.normal(0, 0.1, (60, 64))).astype(np.float32)
+    samples = (10.0 + rng.normal(0, 0.12, (60, 64))).astype(np.float32)
+    fp16, fp32 = precision_recall(reference, samples), precision_recall(reference, samples, fp16=False)
+    assert fp16["precision"] != fp32["precision"] and fp16["fp32_fallback_blocks"] == 0
+    # |u|² ≈ 100,000 overflows float16: every block is recomputed in float32, as ADM's tf.cond does
+    big = (rng.normal(0, 1, (30, 64)) + 40).astype(np.float32)
+    overflow = precision_recall(big, big + 0.5)
+    assert overflow["fp32_fallback_blocks"] == overflow["distance_blocks"] == 3
+    exact = precision_recall(big, big + 0.5, fp16=False)
+    assert (overflow["precision"], overflow["recall"]) == (exact["precision"], exact["recall"])
+
+
+def test_precision_recall_needs_k_plus_one_points():
+    with pytest.raises(ImageNetEvalError, match="at least 4 reference"):
+        precision_recall(np.zeros((3, 2), np.float32), np.zeros((10, 2), np.float32))
