@@ -49,10 +49,16 @@ def make_images(count: int, seed: int) -> np.ndarray:
     return np.stack([np.roll(digits[i], tuple(shift), axis=(0, 1)) for i, shift in zip(order, shifts)])
 
 
-def timed(call):
+LOAD: dict[str, list[float]] = {}   # 1-minute load average before and after each phase (shared machines)
+
+
+def timed(call, phase: str):
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     result = call()
-    return result, time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    LOAD[phase] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    return result, seconds
 
 
 def run_torch_fidelity(samples: np.ndarray, reference: np.ndarray, weights_path: str, device: torch.device) -> dict:
@@ -96,11 +102,12 @@ def main() -> None:
         call = lambda: evaluate_imagenet(work / "samples.npz", work / "reference.npz", metrics=METRICS,  # noqa: E731
                                          batch_size=args.batch_size, device=device, cache_dir=work / "cache",
                                          weights=args.weights)
-        first, first_s = timed(call)
-        cached, cached_s = timed(call)
+        first, first_s = timed(call, "evaluator")
+        cached, cached_s = timed(call, "evaluator_cached")
         shutil.rmtree(work / "cache" / "metrics")
-        features_cached, features_cached_s = timed(call)
-        theirs, theirs_s = timed(lambda: run_torch_fidelity(samples, reference, str(weights.path), device))
+        features_cached, features_cached_s = timed(call, "evaluator_features_cached")
+        theirs, theirs_s = timed(lambda: run_torch_fidelity(samples, reference, str(weights.path), device),
+                                 "torch_fidelity")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -111,7 +118,7 @@ def main() -> None:
         "benchmark": "eval_throughput", "n_per_set": args.n, "images": images, "resolution": [32, 32],
         "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "cpu_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
-        "torch": torch.__version__, "weights": weights.name, "metrics": METRICS,
+        "torch": torch.__version__, "weights": weights.name, "metrics": METRICS, "load_average_1min": LOAD,
         "evaluator": {"seconds": round(first_s, 2), "images_per_second": round(ours_ips, 2),
                       "feature_seconds": round(timings["features_samples"] + timings["features_reference"], 2),
                       "timings_s": timings, "values": first["values"]},

@@ -128,7 +128,8 @@ def test_cli_eval_dry_run_and_json(sets, tmp_path):
     assert plan["samples"]["count"] == 12 and plan["metrics"] == ["fid", "sfid", "precision", "recall", "kid"]
     out = tmp_path / "metrics.json"
     run = runner.invoke(_cli(), ["eval", "imagenet", str(sets[0]), "--ref", str(sets[1]), "--weights", "offline",
-                                 "--metrics", "kid", "--out", str(out), "--label", "variant=digits", "--label", "kimg=4"])
+                                 "--metrics", "kid", "--out", str(out), "--label", "variant=digits",
+                                 "--label", "kimg=4"])
     assert run.exit_code == 0, run.output
     record = read_result(out)
     assert "kid" in run.output and record["values"]["kid"] is not None
@@ -168,9 +169,7 @@ def test_cli_ref_build(sets, tmp_path):
 
 
 @pytest.mark.slow
-def test_fid_and_sfid_end_to_end(sets):
-    """Two 2048/2023-d sqrtm on 2 cores: about a minute."""
-    self_record = evaluate_imagenet(sets[0], sets[0], metrics=["fid", "sfid"], weights="offline")
-    assert abs(self_record["values"]["fid"]) < 1e-3 and abs(self_record["values"]["sfid"]) < 1e-3
-    record = evaluate_imagenet(*sets, metrics=["fid", "sfid"], weights="offline")
-    assert record["values"]["fid"] > 1 and record["values"]["sfid"] > 1
+def test_fid_and_sfid_of_a_set_with_itself_end_to_end(sets):
+    """Real 2048-d and 2023-d sqrtm (singular covariances from 12 images) on 2 cores: 30-60 s."""
+    record = evaluate_imagenet(sets[0], sets[0], metrics=["fid", "sfid"], weights="offline")
+    assert abs(record["values"]["fid"]) < 1e-3 and abs(record["values"]["sfid"]) < 1e-3

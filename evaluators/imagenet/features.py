@@ -59,7 +59,12 @@ class Cache:
     """The cache root; `Cache(False)` keeps nothing (features in memory, no memo)."""
 
     def __init__(self, root: str | os.PathLike | None | bool = None):
-        self.root = None if root is False else Path(root) if root not in (None, True) else default_cache_root()
+        if root is False:
+            self.root = None
+        elif root is None or root is True:
+            self.root = default_cache_root()
+        else:
+            self.root = Path(root)
         self.memo = HashMemo(self.root / "hashes" if self.root else None)
 
     def feature_dir(self, key: str) -> Path | None:
