@@ -20,3 +20,14 @@ def _seeded():
 @pytest.fixture
 def fixtures_dir():
     return FIXTURES
+
+
+@pytest.fixture(scope="module")
+def imagenet_env(tmp_path_factory):
+    """Converted Inception weights and the feature cache in the session's temp dir, no torch.hub file."""
+    root = tmp_path_factory.getbasetemp() / "imagenet"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PIXELDIT_WEIGHTS", str(root / "weights"))
+        patch.setenv("PIXELDIT_CACHE", str(root / "cache"))
+        patch.setenv("TORCH_HOME", str(root / "torch"))
+        yield root

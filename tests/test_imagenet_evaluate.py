@@ -15,14 +15,7 @@ from evaluators.results import SCHEMA, read_result
 from pixeldit.data.digits import digits32_images
 
 
-@pytest.fixture(scope="module", autouse=True)
-def imagenet_env(tmp_path_factory):
-    root = tmp_path_factory.getbasetemp() / "imagenet"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PIXELDIT_WEIGHTS", str(root / "weights"))
-        patch.setenv("PIXELDIT_CACHE", str(root / "cache"))
-        patch.setenv("TORCH_HOME", str(root / "torch"))
-        yield root
+pytestmark = pytest.mark.usefixtures("imagenet_env")
 
 
 @pytest.fixture(scope="module")

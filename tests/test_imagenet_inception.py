@@ -13,15 +13,7 @@ LAYERS = [("conv", "Conv2d_1a_3x3"), ("conv_1", "Conv2d_2a_3x3"), ("conv_2", "Co
           ("mixed_9", "Mixed_7b"), ("mixed_10", "Mixed_7c"), ("pool2", "AvgPool")]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def imagenet_env(tmp_path_factory):
-    """Shared per session: converted weights and feature cache in the session's temp dir, no torch.hub file."""
-    root = tmp_path_factory.getbasetemp() / "imagenet"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PIXELDIT_WEIGHTS", str(root / "weights"))
-        patch.setenv("PIXELDIT_CACHE", str(root / "cache"))
-        patch.setenv("TORCH_HOME", str(root / "torch"))
-        yield root
+pytestmark = pytest.mark.usefixtures("imagenet_env")
 
 
 @pytest.fixture(scope="module")
