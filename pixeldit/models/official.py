@@ -36,17 +36,31 @@ _KEY_MAP = [
     (r"final_layer\.norm\.weight", r"final_norm.weight"),
     (r"final_layer\.linear\.(weight|bias)", r"final_linear.\1"),
 ]
-_COMPILED = [(re.compile(pattern + r"$"), target) for pattern, target in _KEY_MAP]
+
+
+def compile_key_map(table: list[tuple[str, str]]) -> list[tuple[re.Pattern, str]]:
+    return [(re.compile(pattern + r"$"), target) for pattern, target in table]
+
+
+def rename_key(compiled: list[tuple[re.Pattern, str]], key: str) -> str | None:
+    """Our name for an upstream key by the first matching pattern, or None when no pattern matches."""
+    for pattern, target in compiled:
+        match = pattern.match(key)
+        if match:
+            return match.expand(target)
+    return None
+
+
+_COMPILED = compile_key_map(_KEY_MAP)
 
 # Prefixes a Lightning checkpoint puts in front of the denoiser's own keys.
 LIGHTNING_PREFIXES = {"ema": "ema_denoiser.", "online": "denoiser."}
 
 
 def rename_official_key(key: str) -> str:
-    for pattern, target in _COMPILED:
-        match = pattern.match(key)
-        if match:
-            return match.expand(target)
+    renamed = rename_key(_COMPILED, key)
+    if renamed is not None:
+        return renamed
     raise KeyError(f"unexpected key {key!r} in an official PixelDiT state_dict; is this a class-conditional "
                    f"PixDiT checkpoint (not T2I, not PixelDiT2)?")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from pixeldit.models.official import load_checkpoint_file
+from pixeldit.models.official import compile_key_map, load_checkpoint_file, rename_key
 from pixeldit.models.t2i import PixelDiT_T2I_models, PixelDiTT2I, PixelDiTT2IConfig
 
 # (upstream pattern, our name); \1 is the block index.
@@ -45,7 +45,7 @@ for _upstream, _stream in (("x", "image"), ("y", "text")):
         (rf"patch_blocks\.(\d+)\.attn\.proj_{_upstream}\.(weight|bias)", rf"patch_blocks.\1.{_stream}.proj.\2"),
         (rf"patch_blocks\.(\d+)\.mlp_{_upstream}\.(w1|w2|w3)\.weight", rf"patch_blocks.\1.{_stream}.mlp.\2.weight"),
     ]
-_COMPILED = [(re.compile(pattern + r"$"), target) for pattern, target in _KEY_MAP]
+_COMPILED = compile_key_map(_KEY_MAP)
 
 WRAPPER_PREFIX = "core."
 # Wrapper keys that are not part of the denoiser: the REPA projector (training only) and a stale `pos_embed`
@@ -55,10 +55,9 @@ CHECKPOINT_WEIGHTS = {"online": "state_dict", "ema": "state_dict_ema"}
 
 
 def rename_official_t2i_key(key: str) -> str:
-    for pattern, target in _COMPILED:
-        match = pattern.match(key)
-        if match:
-            return match.expand(target)
+    renamed = rename_key(_COMPILED, key)
+    if renamed is not None:
+        return renamed
     raise KeyError(f"unexpected key {key!r} in an official PixelDiT-T2I state_dict; is this a PixDiT_T2I checkpoint "
                    f"(not class-conditional, not PixelDiT2)?")
 
