@@ -170,7 +170,7 @@ class ByteTokenizer:
 
 
 def tiny_gemma2(seed: int = 0, dim: int = 32, layers: int = 2, max_length: int = 16,
-                system_prompt: str | None = "Describe: ") -> TransformerTextEncoder:
+                system_prompt: str | None = "Describe: ", device: str | torch.device = "cpu") -> TransformerTextEncoder:
     """A random-init Gemma2 decoder (transformers' real Gemma2 code) with the byte tokenizer, for tests and
     smoke runs; it runs the same system-prompt and selection path as Gemma-2-2B-IT."""
     from transformers import Gemma2Config, Gemma2Model
@@ -182,7 +182,8 @@ def tiny_gemma2(seed: int = 0, dim: int = 32, layers: int = 2, max_length: int =
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Gemma2Model(config)
-    return TransformerTextEncoder(ByteTokenizer(), model, dim=dim, max_length=max_length, system_prompt=system_prompt)
+    return TransformerTextEncoder(ByteTokenizer(), model.to(device), dim=dim, max_length=max_length,
+                                  system_prompt=system_prompt)
 
 
 TEXT_ENCODERS = {"gemma-2-2b-it": gemma_2_2b_it, "all-minilm-l6-v2": all_minilm_l6_v2, "tiny-gemma2": tiny_gemma2}

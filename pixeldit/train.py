@@ -14,6 +14,12 @@ temporary name, fsynced and renamed, so a killed job never leaves a half file th
 Latent runs (`latent={"cache": DIR, "autoencoder": NAME_OR_DIR}`, a LatentDiT model): the loop is the same,
 on cached autoencoder latents instead of images; snapshots record the autoencoder, which sampling decodes with.
 
+Text-to-image runs (`text={"encoder": "all-minilm-l6-v2", "captions": "digits"}`, a PixelDiT-T2I model): each
+image's label picks one of its class captions per step; the captions are embedded once into
+`captions.safetensors` in the run directory (the encoder never runs in the loop, nor again on resume), and
+`label_dropout` becomes text dropout to the null ("") embedding. The model is trained in this module's flow
+convention through `DataTimeVelocity`; snapshots record the text encoder, which generation uses.
+
 All randomness of step k (times, noise, label dropout) comes from generators seeded by (seed, k), drawn
 for the whole global batch and sliced per rank: a resumed run, or one on another number of processes,
 sees exactly the same numbers.
@@ -39,6 +45,7 @@ from pixeldit.atomic import atomic_path
 from pixeldit.models import PixelDiT, PixelDiTConfig, build_model, save_network
 from pixeldit.models.io import load_state, read_network_header
 from pixeldit.models.latent_dit import LatentDiT, LatentDiT_models, LatentDiTConfig, build_latent_model
+from pixeldit.models.t2i import DataTimeVelocity, PixelDiT_T2I_models, PixelDiTT2I, PixelDiTT2IConfig, build_t2i_model
 
 STATE_PATTERN = re.compile(r"training-state-(\d{7})\.pt$")
 
@@ -82,6 +89,7 @@ class TrainConfig:
     seed: int = 0
     init_from: str | None = None          # network file or run dir to start from (e.g. 512² from 256²)
     latent: dict | None = None            # {"cache": latent cache dir, "autoencoder": "sd-vae-ft-ema" | AE dir}
+    text: dict | None = None              # {"encoder": "all-minilm-l6-v2", "captions": "digits"} for a T2I model
 
     def __post_init__(self):
         if self.prediction not in flow.PREDICTIONS:
@@ -102,6 +110,18 @@ class TrainConfig:
                 raise ValueError("ablation and repa apply to PixelDiT only; unset them for a latent run")
         elif self.model in LatentDiT_models:
             raise ValueError(f"{self.model} works on autoencoder latents: set latent={{'cache': ..., 'autoencoder': ...}}")
+        if self.text is not None:
+            missing = sorted({"encoder", "captions"} - set(self.text))
+            if missing:
+                raise ValueError(f"text needs the keys 'encoder' and 'captions'; missing {missing}")
+            if self.model not in PixelDiT_T2I_models:
+                raise ValueError(f"text-to-image training needs a T2I model ({', '.join(PixelDiT_T2I_models)}), "
+                                 f"not {self.model!r}")
+            if self.ablation or self.repa or self.latent or self.prediction != "v":
+                raise ValueError("a T2I run trains PixelDiT-T2I with v-prediction in pixel space: unset ablation, "
+                                 "repa and latent, and keep prediction='v'")
+        elif self.model in PixelDiT_T2I_models:
+            raise ValueError(f"{self.model} is text-conditioned: set text={{'encoder': ..., 'captions': ...}}")
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "TrainConfig":
@@ -154,9 +174,13 @@ def snapshot_path(run_dir: Path, kimg: int) -> Path:
     return run_dir / f"network-snapshot-{kimg:07d}.safetensors"
 
 
-def build_any_model(name: str | PixelDiTConfig | LatentDiTConfig, ablation: str | None = None,
-                    **overrides) -> PixelDiT | LatentDiT:
-    """A model from either registry (PixelDiT-S/4, DiT-XL/2, LatentDiT-S/1, ...) or from a config of either family."""
+def build_any_model(name: str | PixelDiTConfig | LatentDiTConfig | PixelDiTT2IConfig, ablation: str | None = None,
+                    **overrides) -> PixelDiT | LatentDiT | PixelDiTT2I:
+    """A model from any registry (PixelDiT-S/4, DiT-XL/2, LatentDiT-S/1, PixelDiT-T2I-S/4, ...) or config."""
+    if isinstance(name, PixelDiTT2IConfig) or name in PixelDiT_T2I_models:
+        if ablation is not None:
+            raise ValueError(f"ablation rungs apply to the class-conditional PixelDiT only, not to {name}")
+        return build_t2i_model(name, **overrides)
     if isinstance(name, LatentDiTConfig) or name in LatentDiT_models:
         if ablation is not None:
             raise ValueError(f"ablation rungs apply to PixelDiT only, not to {name}")
@@ -185,6 +209,14 @@ def step_randomness(config: TrainConfig, step: int, positions: range, device: to
                                      device=device) for i in positions])          # (B_rank, *shape)
     index = torch.tensor(list(positions))
     return t[index].to(device), drop[index].to(device), noise
+
+
+def caption_choice(config: TrainConfig, step: int, positions: range, per_class: int) -> torch.Tensor:
+    """Which of its class's captions each sample of step `step` gets; its own generator, so class-conditional
+    runs draw exactly the numbers they drew before captions existed."""
+    generator = torch.Generator().manual_seed(_seed(config.seed, step, 2))
+    choice = torch.randint(per_class, (config.batch_size,), generator=generator)
+    return choice[torch.tensor(list(positions))]
 
 
 def setup_distributed() -> tuple[int, int, torch.device]:
@@ -244,7 +276,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
 
     # ---------------------------------------------------------------- model, EMA, optimiser, REPA
     torch.manual_seed(config.seed)
-    net = build_any_model(config.model, config.ablation, num_classes=config.num_classes, **config.model_overrides).to(device)
+    classes = {} if config.text else {"num_classes": config.num_classes}
+    net = build_any_model(config.model, config.ablation, **classes, **config.model_overrides).to(device)
     ema = build_any_model(net.config).to(device).requires_grad_(False)
     ema.load_state_dict(net.state_dict())
     repa_encoder, projector = None, None
@@ -263,6 +296,21 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
             raise ValueError(f"latent cache {config.latent['cache']} holds latents {dataset.latent_shape} but "
                              f"{config.model} takes {sample_shape}; set model_overrides (input_size, in_channels) "
                              f"or use a cache of matching images and autoencoder")
+
+    captions = None
+    if config.text:
+        from pixeldit.data.captions import cached_caption_embeddings
+
+        captions_file = run_dir / "captions.safetensors"
+        caption_args = (captions_file, config.text["captions"], config.text["encoder"], net.config.text_max_length)
+        if is_main:  # the encoder runs once, on rank 0; the others read its file
+            cached_caption_embeddings(*caption_args)
+        if world_size > 1:
+            dist.barrier()
+        captions = cached_caption_embeddings(*caption_args).to(device)
+        if captions.tokens.shape[0] != config.num_classes:
+            raise ValueError(f"caption set {config.text['captions']!r} has {captions.tokens.shape[0]} classes but the "
+                             f"config says num_classes={config.num_classes}")
 
     nimg, step, loader_state, loss_mean = 0, 0, None, None
     state_file = latest_state(run_dir)
@@ -289,9 +337,10 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
     batches = ImageBatches(dataset, batch_per_rank, seed=config.seed, rank=rank, world_size=world_size, flip=config.flip)
     if loader_state is not None:
         batches.load_state_dict(loader_state)
-    model = net
+    # The T2I model's own time and target are SANA's (t = 1000·sigma, eps - x): train it in this module's convention.
+    model = DataTimeVelocity(net) if config.text else net
     if world_size > 1:
-        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
         model = torch.compile(model)
     ema_params, net_params = list(ema.parameters()), list(net.parameters())
@@ -319,7 +368,11 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
         t, drop, noise = step_randomness(config, step, range(rank, config.batch_size, world_size), device, sample_shape)
         # Cached latents are already scaled to about unit variance by the autoencoder's latent scaling.
         x = data.to(device) if config.latent else to_model_range(data.to(device))   # (B_rank, *sample_shape)
-        y = flow.drop_labels(labels.to(device), drop, config.num_classes)
+        if captions is None:
+            condition = (flow.drop_labels(labels.to(device), drop, config.num_classes),)     # (B_rank,)
+        else:
+            choice = caption_choice(config, step, range(rank, config.batch_size, world_size), captions.tokens.shape[1])
+            condition = captions.pick(labels.to(device), choice.to(device), drop)           # (B_rank, T, d), (B_rank, T)
 
         optimizer.zero_grad(set_to_none=True)
         step_loss = step_fm = step_repa = 0.0
@@ -330,7 +383,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
             align_output.clear()
             sync = world_size == 1 or r == rounds - 1
             with (model.no_sync() if not sync and hasattr(model, "no_sync") else _null()), torch.autocast(**autocast):
-                output = model(x_t, t[part], y[part])
+                output = model(x_t, t[part], *(c[part] for c in condition))
                 fm_loss = F.mse_loss(flow.velocity_from_output(output.float(), x_t, t[part], config.prediction), v_target)
                 loss = fm_loss
                 if projector is not None:
@@ -382,7 +435,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
                 kimg_name = config.total_kimg if done else next_snapshot // 1000
                 save_network(snapshot_path(run_dir, kimg_name), net.config, net=net.state_dict(), ema=ema.state_dict(),
                              metadata={"kimg": kimg_name, "nimg": nimg, "run": config.run_name(), "resolution": config.resolution,
-                                       "prediction": config.prediction, "latent": latent_record,
+                                       "prediction": config.prediction, "latent": latent_record, "text": config.text,
                                        "train_config": dataclasses.asdict(config)})
             next_snapshot += config.snapshot_kimg * 1000
         if nimg >= next_state or done:
