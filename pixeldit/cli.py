@@ -257,6 +257,14 @@ def _mount_subcommands() -> None:
 
     eval_app.add_typer(geneval_app, name="geneval")
 
+    from pixeldit.t2i_cli import app as t2i_app
+
+    app.add_typer(t2i_app, name="t2i", help="Text-to-image: import the released checkpoint, generate GenEval / DPG / digits.")
+
+    from evaluators.digits.cli import eval_digits
+
+    eval_app.command("digits")(eval_digits)
+
     from evaluators.dpg.cli import dpg_app, eval_dpg
 
     eval_app.command("dpg")(eval_dpg)

@@ -75,18 +75,19 @@ GRID_COLUMNS = 10
 # Per-index randomness, labels, quantisation
 
 
-def noise_seed(seed: int, index: int) -> int:
-    """63-bit generator seed for sample `index`; a hash, so nearby (seed, index) pairs are unrelated."""
+def noise_seed(seed: int, index: int | str) -> int:
+    """63-bit generator seed for sample `index`; a hash, so nearby (seed, index) pairs are unrelated.
+    Text-to-image samples are keyed "<prompt>/<sample>" (`pixeldit.t2i_generate`), never equal to an integer key."""
     digest = hashlib.sha256(f"pixeldit-bench/noise/{seed}/{index}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
-def sample_noise(seed: int, indices: Iterable[int], shape: Sequence[int]) -> torch.Tensor:
+def sample_noise(seed: int, indices: Iterable[int | str], shape: Sequence[int]) -> torch.Tensor:
     """(len(indices), *shape) float32 CPU noise; row k depends only on (seed, indices[k])."""
     generator = torch.Generator(device="cpu")
     rows = []
     for index in indices:
-        generator.manual_seed(noise_seed(seed, int(index)))
+        generator.manual_seed(noise_seed(seed, index if isinstance(index, str) else int(index)))
         rows.append(torch.randn(tuple(shape), generator=generator, dtype=torch.float32))
     return torch.stack(rows)
 

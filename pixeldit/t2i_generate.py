@@ -1,0 +1,320 @@
+"""Batched text-to-image generation into the benchmarks' layouts: seeded, sharded, resumable.
+
+Prompt sets and what each writes into the output folder:
+
+- ``geneval`` (553 prompts): GenEval's layout, ``<index:05d>/metadata.jsonl`` and ``<index:05d>/samples/
+  <j:04d>.png`` (`evaluators.geneval.prompts`), 4 samples per prompt;
+- ``dpg`` (1,065 prompts): one 2x2 grid of 4 samples per prompt, ``<item_id>.png`` (`evaluators.dpg.layout`);
+- a caption set of `pixeldit.data.captions` (``digits``: "a handwritten digit seven", ...): one prompt per
+  class, any number of samples each, written as ``shard-<first>-<last>.npz`` (arr_0 uint8 NHWC, arr_1 the
+  prompt's class) and merged into ``samples.npz`` for the ImageNet-style metrics and the class check.
+
+Reproducibility, as class-conditional sampling (`pixeldit.sample`): sample j of prompt p gets its own noise,
+seeded by the hash of (seed, "p/j"), so an image depends on nothing but its prompt, index and settings.
+Shards are ranges of prompts; a shard is done when ``.shards/shard-<first>-<last>.json`` records the same
+settings and every file it lists still hashes to its recorded sha256; anything else is redone. Images and
+sidecars are written atomically. Independent jobs (SLURM array tasks, torchrun ranks) fill disjoint shards.
+Each shard's prompts are encoded once, in one batch, and the null / negative prompt once per run.
+
+Aspect ratios: square only. Upstream samples GenEval and DPG at the square bucket (1024x1024 or 512x512),
+which is what these benchmarks score; SANA's other ASPECT_RATIO_512/1024 buckets are not built here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from evaluators.results import sha256_file, write_json_atomic
+from pixeldit.atomic import atomic_path
+from pixeldit.conditioning import TextCondition
+from pixeldit.sample import (QUANTIZATIONS, check_disk_space, default_device, distributed_world, quantize,
+                             resolve_network, sample_noise, save_npz_atomic, shard_ranges)
+from pixeldit.samplers import Sampler
+
+log = logging.getLogger(__name__)
+
+SHARD_SCHEMA = "pixeldit-bench/t2i-shard/v1"
+SAMPLES_SCHEMA = "pixeldit-bench/t2i-samples/v1"
+NOISE_RULE = ("randn(3,H,W) float32 from torch.Generator(cpu).manual_seed(sha256('pixeldit-bench/noise/<seed>/"
+              "<prompt>/<sample>')[:8] little-endian & (2**63-1))")
+BENCHMARK_SAMPLES_PER_PROMPT = 4   # GenEval: 4 images per prompt; DPG-Bench: a 2x2 grid
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptItem:
+    name: str                      # GenEval folder index, DPG item id, or the class id
+    prompt: str
+    label: int | None = None       # the class a caption-set prompt asks for
+    metadata: dict | None = None   # GenEval's record for this prompt
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptSet:
+    name: str
+    layout: str                    # "geneval" | "dpg" | "npz"
+    items: tuple[PromptItem, ...]
+
+    def sha256(self) -> str:
+        blob = json.dumps([dataclasses.asdict(item) for item in self.items], sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def load_prompt_set(name: str) -> PromptSet:
+    """'geneval', 'dpg', or a caption set name ('digits')."""
+    if name == "geneval":
+        from evaluators.geneval.prompts import load_metadata, verify_data
+
+        verify_data()
+        return PromptSet(name, "geneval", tuple(PromptItem(f"{index:05d}", record["prompt"], metadata=record)
+                                                 for index, record in enumerate(load_metadata())))
+    if name == "dpg":
+        from evaluators.dpg.prompts import load_prompts
+
+        return PromptSet(name, "dpg", tuple(PromptItem(item_id, prompt) for item_id, prompt in load_prompts().items()))
+    from pixeldit.data.captions import CAPTION_SETS, class_captions
+
+    if name not in CAPTION_SETS:
+        raise ValueError(f"unknown prompt set {name!r}; choose geneval, dpg or a caption set ({', '.join(CAPTION_SETS)})")
+    return PromptSet(name, "npz", tuple(PromptItem(str(label), captions[0], label=label)
+                                        for label, captions in enumerate(class_captions(name))))
+
+
+# ------------------------------------------------------------------------------------------------
+# Model, text encoder, one batch of images
+
+
+@dataclasses.dataclass
+class T2IGenerator:
+    """A T2I network (in the samplers' convention) with its text encoder and the null / negative embedding."""
+
+    model: torch.nn.Module
+    encoder: object
+    null: tuple[torch.Tensor, torch.Tensor]   # (1, T, d), (1, T)
+    device: torch.device
+    autocast_bf16: bool = False
+
+    def encode(self, prompts: list[str]) -> TextCondition:
+        tokens, mask = self.encoder.encode(prompts)                           # (P, T, d), (P, T)
+        return TextCondition(tokens.to(self.device), mask.to(self.device), *self.null)
+
+    def images(self, sampler: Sampler, condition: TextCondition, noise: torch.Tensor,
+               quantization: str) -> np.ndarray:
+        """uint8 (B, H, W, 3) for the noise (B, 3, H, W) and condition rows of one batch."""
+        def forward(x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
+                return self.model(x, t, tokens, mask)
+
+        x = sampler.sample(forward, noise.to(self.device), condition)          # (B, 3, H, W)
+        if not torch.isfinite(x).all():
+            raise FloatingPointError(f"the sampler produced non-finite values (sampler {sampler.key}); try without "
+                                     f"--bf16 or check the checkpoint")
+        return quantize(x, quantization)
+
+
+def load_generator(network_path: Path, text_encoder: str | None, negative_prompt: str, device: torch.device,
+                   autocast_bf16: bool) -> tuple[T2IGenerator, dict]:
+    """The network's T2I model (EMA weights when the file has them) and its recorded (or the given) encoder."""
+    from pixeldit.models.io import load_network, read_network_header
+    from pixeldit.models.t2i import DataTimeVelocity
+    from pixeldit.text_encoders import get_text_encoder
+
+    config, metadata, present = read_network_header(network_path)
+    if metadata["family"] != "pixeldit-t2i":
+        raise ValueError(f"{network_path} holds a {metadata['family']} network, not a text-to-image one; use "
+                         f"`pixeldit-bench sample` for class-conditional models")
+    encoder_name = text_encoder or (metadata.get("text") or {}).get("encoder")
+    if encoder_name is None:
+        raise ValueError(f"{network_path} does not record its text encoder; pass --text-encoder")
+    which = "ema" if "ema" in present else "net"
+    model, _ = load_network(network_path, which=which)
+    encoder = get_text_encoder(encoder_name, device=device, max_length=config.text_max_length)
+    if encoder.dim != config.text_dim:
+        raise ValueError(f"text encoder {encoder_name} gives {encoder.dim}-d tokens but {config.name or 'the model'} "
+                         f"takes {config.text_dim}-d; pass the --text-encoder it was trained with")
+    null_tokens, null_mask = encoder.encode_negative([negative_prompt])
+    generator = T2IGenerator(DataTimeVelocity(model.float().eval().to(device)), encoder,
+                             (null_tokens.to(device), null_mask.to(device)), device, autocast_bf16)
+    return generator, {"which": which, "text_encoder": encoder_name, "config": config.to_dict(),
+                       "resolution": metadata.get("resolution")}
+
+
+# ------------------------------------------------------------------------------------------------
+# Shards
+
+
+def sidecar_path(out_dir: Path, first: int, last: int) -> Path:
+    return out_dir / ".shards" / f"shard-{first:05d}-{last:05d}.json"
+
+
+def shard_is_complete(out_dir: Path, first: int, last: int, settings: dict) -> bool:
+    """Sidecar with these settings, and every file it lists present with its recorded sha256."""
+    try:
+        sidecar = json.loads(sidecar_path(out_dir, first, last).read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return sidecar.get("settings") == settings and all(
+        (out_dir / name).is_file() and sha256_file(out_dir / name) == digest for name, digest in sidecar["files"].items())
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    from PIL import Image
+
+    with atomic_path(path) as temp:
+        Image.fromarray(image).save(temp, format="PNG")
+
+
+def write_shard_images(prompt_set: PromptSet, out_dir: Path, first: int, last: int,
+                       images: np.ndarray, samples_per_prompt: int) -> list[Path]:
+    """Save the images (prompts first..last, samples_per_prompt each, in that order) in the set's layout."""
+    from evaluators.dpg.layout import write_grid
+    from evaluators.geneval.prompts import sample_path
+
+    per_prompt = images.reshape(last - first + 1, samples_per_prompt, *images.shape[1:])   # (P, S, H, W, 3)
+    if prompt_set.layout == "npz":
+        labels = np.repeat([prompt_set.items[p].label for p in range(first, last + 1)], samples_per_prompt)
+        path = out_dir / f"shard-{first:05d}-{last:05d}.npz"
+        save_npz_atomic(path, arr_0=images, arr_1=labels.astype(np.int64))
+        return [path]
+    written = []
+    for offset, tiles in enumerate(per_prompt):
+        item = prompt_set.items[first + offset]
+        if prompt_set.layout == "dpg":
+            written.append(write_grid(out_dir, item.name, list(tiles)))
+            continue
+        for j, tile in enumerate(tiles):
+            path = sample_path(out_dir, first + offset, j)
+            _write_png(path, tile)
+            written.append(path)
+    return written
+
+
+def generation_settings(prompt_set: PromptSet, sampler: Sampler, seed: int, network_sha256: str, which: str,
+                        resolution: int, text_encoder: str, negative_prompt: str, samples_per_prompt: int,
+                        quantization: str, autocast_bf16: bool) -> dict:
+    """What makes two shards interchangeable; every sidecar records it."""
+    return {"prompt_set": prompt_set.name, "prompts_sha256": prompt_set.sha256(), "samples_per_prompt": samples_per_prompt,
+            "sampler": sampler.key, "seed": seed, "network_sha256": network_sha256, "weights": which,
+            "resolution": resolution, "text_encoder": text_encoder, "negative_prompt": negative_prompt,
+            "quantization": quantization, "precision": "bf16-autocast" if autocast_bf16 else "fp32", "noise": NOISE_RULE}
+
+
+def generate_prompt_set(network: str | os.PathLike, out_dir: str | os.PathLike, prompt_set: str, sampler: Sampler,
+                        seed: int = 0, *, samples_per_prompt: int | None = None, shard_size: int = 50,
+                        shard_ids: Sequence[int] | None = None, batch_size: int = 8, resolution: int | None = None,
+                        text_encoder: str | None = None, negative_prompt: str = "",
+                        device: str | torch.device | None = None, autocast_bf16: bool = False,
+                        quantization: str = "round") -> dict:
+    """Fill the shards (`shard_size` prompts each; all, or `shard_ids`, under torchrun this rank's share) of a
+    prompt set with samples, skipping complete ones. Returns {"written": [...], "skipped": [...]} (sidecar names);
+    `finish_prompt_set` checks the whole set afterwards."""
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"unknown quantisation {quantization!r}; choose one of {', '.join(QUANTIZATIONS)}")
+    prompts = load_prompt_set(prompt_set)
+    if samples_per_prompt is None:
+        samples_per_prompt = BENCHMARK_SAMPLES_PER_PROMPT
+    if prompts.layout != "npz" and samples_per_prompt != BENCHMARK_SAMPLES_PER_PROMPT:
+        raise ValueError(f"{prompts.name} is scored on {BENCHMARK_SAMPLES_PER_PROMPT} samples per prompt, not "
+                         f"{samples_per_prompt}; drop --samples-per-prompt")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    shards = shard_ranges(len(prompts.items), shard_size)
+    chosen = sorted(set(range(len(shards)) if shard_ids is None else shard_ids))
+    bad = [i for i in chosen if not 0 <= i < len(shards)]
+    if bad:
+        raise ValueError(f"shard ids {bad} do not exist: {prompts.name} has {len(shards)} shards of {shard_size} prompts "
+                         f"(ids 0..{len(shards) - 1})")
+    rank, world = distributed_world()
+    mine = [shards[i] for i in chosen[rank::world]]
+
+    network_path = resolve_network(network)
+    device = torch.device(device) if device is not None else default_device()
+    generator, loaded = load_generator(network_path, text_encoder, negative_prompt, device, autocast_bf16)
+    resolution = resolution or loaded["resolution"]
+    if resolution is None:
+        raise ValueError(f"{network_path} does not record its resolution; pass --resolution")
+    patch = loaded["config"]["patch_size"]
+    if resolution % patch:
+        raise ValueError(f"resolution {resolution} is not a multiple of the model's patch size {patch}")
+    out_dir = Path(out_dir)
+    settings = generation_settings(prompts, sampler, seed, sha256_file(network_path), loaded["which"], resolution,
+                                   loaded["text_encoder"], negative_prompt, samples_per_prompt, quantization,
+                                   autocast_bf16)
+    pending = [(a, b) for a, b in mine if not shard_is_complete(out_dir, a, b, settings)]
+    check_disk_space(out_dir, sum(b - a + 1 for a, b in pending) * samples_per_prompt * resolution ** 2 * 3,
+                     f"generating {len(pending)} shards")
+    if prompts.layout == "geneval" and pending:
+        from evaluators.geneval.prompts import write_prompt_folders
+
+        write_prompt_folders(out_dir, [item.metadata for item in prompts.items])   # metadata.jsonl per prompt
+
+    for first, last in pending:
+        log.info("generating prompts %d..%d of %s", first, last, prompts.name)
+        condition = generator.encode([prompts.items[p].prompt for p in range(first, last + 1)])   # once per shard
+        keys = [(p, j) for p in range(first, last + 1) for j in range(samples_per_prompt)]
+        images = np.empty((len(keys), resolution, resolution, 3), dtype=np.uint8)
+        for start in range(0, len(keys), batch_size):
+            batch = keys[start:start + batch_size]
+            noise = sample_noise(seed, [f"{p}/{j}" for p, j in batch], (3, resolution, resolution))  # (b, 3, H, W)
+            rows = condition.select([p - first for p, _ in batch])
+            images[start:start + len(batch)] = generator.images(sampler, rows, noise, quantization)
+        written = write_shard_images(prompts, out_dir, first, last, images, samples_per_prompt)
+        write_json_atomic(sidecar_path(out_dir, first, last), {
+            "schema": SHARD_SCHEMA, "first": first, "last": last, "settings": settings,
+            "sampler_config": dataclasses.asdict(sampler), "network": str(network_path),
+            "files": {path.relative_to(out_dir).as_posix(): sha256_file(path) for path in written},
+            "device": str(device), "torch": torch.__version__})
+    return {"written": [sidecar_path(out_dir, a, b).name for a, b in pending],
+            "skipped": [sidecar_path(out_dir, a, b).name for a, b in mine if (a, b) not in pending]}
+
+
+def finish_prompt_set(out_dir: str | os.PathLike) -> Path:
+    """Check that the shards' sidecars tile the whole prompt set with one set of settings and that every file
+    they list is intact; merge a caption set's shards into samples.npz; write samples.json. Loads no model."""
+    out_dir = Path(out_dir)
+    sidecars = sorted((out_dir / ".shards").glob("shard-*.json"))
+    if not sidecars:
+        raise FileNotFoundError(f"no shard sidecars under {out_dir / '.shards'}; run `pixeldit-bench t2i generate` first")
+    records = [json.loads(path.read_text()) for path in sidecars]
+    settings = records[0]["settings"]
+    prompts = load_prompt_set(settings["prompt_set"])
+    if settings["prompts_sha256"] != prompts.sha256():
+        raise ValueError(f"{out_dir} was generated from another version of the {prompts.name} prompts; regenerate it")
+    expected_first = 0
+    for path, record in zip(sidecars, records):
+        if record["settings"] != settings:
+            raise ValueError(f"{path.name} was generated with other settings than {sidecars[0].name}; delete the stray "
+                             f"shards or regenerate them")
+        if record["first"] != expected_first:
+            raise ValueError(f"prompts {expected_first}..{record['first'] - 1} have no shard (or two shards overlap at "
+                             f"{path.name}); run `pixeldit-bench t2i generate` for them")
+        if not shard_is_complete(out_dir, record["first"], record["last"], settings):
+            raise ValueError(f"files of {path.name} are missing or changed since they were written; rerun the same "
+                             f"`pixeldit-bench t2i generate` command to redo that shard")
+        expected_first = record["last"] + 1
+    if expected_first != len(prompts.items):
+        raise ValueError(f"prompts {expected_first}..{len(prompts.items) - 1} of {prompts.name} are not generated yet")
+    card = {"schema": SAMPLES_SCHEMA, "prompt_set": prompts.name, "layout": prompts.layout,
+            "count": len(prompts.items) * settings["samples_per_prompt"], "settings": settings,
+            "sampler_config": records[0]["sampler_config"], "network": records[0]["network"],
+            "shards": [path.name for path in sidecars]}
+    if prompts.layout == "npz":
+        merged = merge_npz_shards(out_dir, [(r["first"], r["last"]) for r in records])
+        card.update(file=merged.name, sha256=sha256_file(merged))
+    return write_json_atomic(out_dir / "samples.json", card)
+
+
+def merge_npz_shards(out_dir: Path, shards: Sequence[tuple[int, int]]) -> Path:
+    """samples.npz: arr_0 the images, arr_1 the class each prompt asked for, in prompt order."""
+    arrays = [np.load(out_dir / f"shard-{a:05d}-{b:05d}.npz") for a, b in shards]
+    path = out_dir / "samples.npz"
+    save_npz_atomic(path, arr_0=np.concatenate([data["arr_0"] for data in arrays]),
+                    arr_1=np.concatenate([data["arr_1"] for data in arrays]))
+    return path
