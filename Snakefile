@@ -13,11 +13,23 @@ if not config:
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/data.smk"
-include: "workflow/rules/latent.smk"
-include: "workflow/rules/train.smk"
-include: "workflow/rules/sample.smk"
-include: "workflow/rules/eval.smk"
+
+
+# A text-to-image config (workflow/config/t2i*.yaml) may have no class-conditional runs, nor a dataset.
+if "dataset" in config:
+
+    include: "workflow/rules/data.smk"
+
+
+if RUNS or AUTOENCODERS:
+
+    include: "workflow/rules/latent.smk"
+    include: "workflow/rules/train.smk"
+    include: "workflow/rules/sample.smk"
+    include: "workflow/rules/eval.smk"
+
+
+include: "workflow/rules/t2i.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -27,3 +39,4 @@ rule all:
         report_outputs(),
         rfid_files(),
         metric_files(),  # targets themselves, so a deleted result is recomputed (with the report after it)
+        t2i_metric_files(),

@@ -31,7 +31,39 @@ def test_dry_run_works_for_every_config_and_profile(config, profile, tmp_path):
         args += ["--default-storage-provider", "fs", "--default-storage-prefix", str(tmp_path)]
     result = snakemake(*args)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "rule report:" in result.stdout and "rule eval_imagenet:" in result.stdout
+    evaluation = "rule t2i_eval:" if config.stem.startswith("t2i") else "rule eval_imagenet:"
+    assert "rule report:" in result.stdout and evaluation in result.stdout
+
+
+@pytest.mark.parametrize("config, jobs", [
+    # 553 GenEval prompts and 1,065 DPG prompts in shards of 50: 12 + 22 generation jobs after one import
+    ("t2i", {"t2i_import": 1, "t2i_generate_shard": 34, "t2i_finish": 2, "t2i_eval": 2, "report": 1, "all": 1}),
+    ("t2i-demo", {"t2i_train": 1, "t2i_generate_shard": 2, "t2i_finish": 1, "t2i_eval": 2, "report": 1, "all": 1}),
+])
+def test_t2i_configs_plan_import_or_training_generation_and_scoring(config, jobs, tmp_path):
+    result = snakemake("-n", "-p", "--configfile", f"workflow/config/{config}.yaml", "--config", f"results={tmp_path}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    counts = _job_counts(result.stdout + result.stderr)
+    for data_rule in ("prepare_dataset", "reference_statistics"):   # present unless made before in this checkout
+        counts.pop(data_rule, None)
+    assert counts == jobs
+    if config == "t2i":
+        assert "t2i generate" in result.stdout and "--prompts geneval --sampler paper-t2i-1024" in result.stdout
+
+
+@pytest.mark.parametrize("mutation, message", [
+    (lambda c: c["t2i"].update(evaluators=["clipscore"]), "clipscore"),
+    (lambda c: c["t2i"]["runs"]["released-t2i-1024"].pop("checkpoint"), "released-t2i-1024"),
+    (lambda c: c["t2i"].update(evaluators=["digits"]), "need the config's `dataset`"),
+])
+def test_t2i_config_errors_name_the_problem(mutation, message, tmp_path):
+    config = yaml.safe_load((REPO / "workflow" / "config" / "t2i.yaml").read_text())
+    mutation(config)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--configfile", str(path))
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
 
 
 def test_slurm_dry_run_shows_the_sbatch_resources():

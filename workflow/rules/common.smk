@@ -8,9 +8,9 @@ from snakemake.utils import validate
 validate(config, schema="../schemas/config.schema.yaml")
 
 RESULTS = config.get("results", "results")
-RUNS = config["runs"]
+RUNS = config.get("runs", {})  # a text-to-image config may have none (its runs are under `t2i`)
 AUTOENCODERS = config.get("autoencoders", {})
-SAMPLING = config["sampling"]
+SAMPLING = config.get("sampling", {})
 
 
 wildcard_constraints:

@@ -9,6 +9,7 @@ rule report:
     input:
         metric_files(),
         rfid_files(),
+        t2i_metric_files(),
     output:
         f"{RESULTS}/report/report.md",
     params:
