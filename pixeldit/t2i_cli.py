@@ -94,6 +94,7 @@ def generate(
 @app.command("finish")
 def finish_command(
     out: Annotated[Path, typer.Argument(help="A folder written by `t2i generate`.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the shards and print the card; write nothing.")] = False,
 ) -> None:
     """Check that every shard of the prompt set is there and intact, merge a caption set into samples.npz, and
     write samples.json (loads no model: run it once after independent jobs filled the shards).
@@ -101,9 +102,12 @@ def finish_command(
     [b]Examples[/b]
       pixeldit-bench t2i finish results/t2i/geneval
     """
-    from pixeldit.t2i_generate import finish_prompt_set
+    from pixeldit.t2i_generate import check_prompt_set, finish_prompt_set
 
     try:
+        if dry_run:
+            console.print_json(json.dumps(check_prompt_set(out)))
+            return
         console.print(f"complete: {finish_prompt_set(out)}")
     except (ValueError, FileNotFoundError, OSError) as error:
         raise _fail(str(error))
@@ -116,6 +120,7 @@ def import_checkpoint(
     resolution: Annotated[int, typer.Option(help="The resolution the weights generate at (1024 for the release).")] = 1024,
     which: Annotated[str, typer.Option(help="'online' (state_dict, what upstream's inference samples with) or 'ema'.")] = "online",
     trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="Allow a full pickle load (runs code from the file!).")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Read and check the checkpoint; write nothing.")] = False,
 ) -> None:
     """Convert the released PixelDiT-T2I checkpoint (HF nvidia/PixelDiT-1300M-1024px) into a network file.
 
@@ -129,6 +134,9 @@ def import_checkpoint(
         model = load_t2i_checkpoint(checkpoint, trust_pickle=trust_pickle, which=which)
     except (OSError, ValueError, KeyError) as error:
         raise _fail(str(error))
+    if dry_run:
+        console.print(f"would write {out}: {model.config}")
+        return
     # Stored as `net`: these are the weights upstream samples with; generation uses `ema` only where a file has it.
     save_network(out, model.config, net=model.state_dict(),
                  metadata={"resolution": resolution, "text": {"encoder": "gemma-2-2b-it"},

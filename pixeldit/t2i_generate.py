@@ -38,6 +38,7 @@ from pixeldit.conditioning import TextCondition
 from pixeldit.sample import (QUANTIZATIONS, check_disk_space, default_device, distributed_world, quantize,
                              resolve_network, sample_noise, save_npz_atomic, shard_ranges)
 from pixeldit.samplers import Sampler
+from pixeldit.text_encoders import TextEncoder
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class T2IGenerator:
     """A T2I network (in the samplers' convention) with its text encoder and the null / negative embedding."""
 
     model: torch.nn.Module
-    encoder: object
+    encoder: TextEncoder
     null: tuple[torch.Tensor, torch.Tensor]   # (1, T, d), (1, T)
     device: torch.device
     autocast_bf16: bool = False
@@ -119,31 +120,47 @@ class T2IGenerator:
         return quantize(x, quantization)
 
 
-def load_generator(network_path: Path, text_encoder: str | None, negative_prompt: str, device: torch.device,
-                   autocast_bf16: bool) -> tuple[T2IGenerator, dict]:
-    """The network's T2I model (EMA weights when the file has them) and its recorded (or the given) encoder."""
-    from pixeldit.models.io import load_network, read_network_header
-    from pixeldit.models.t2i import DataTimeVelocity
-    from pixeldit.text_encoders import get_text_encoder
+@dataclasses.dataclass(frozen=True)
+class NetworkPlan:
+    """What generation needs to know of a network file before loading it (its header alone)."""
 
-    config, metadata, present = read_network_header(network_path)
+    path: Path
+    config: object                 # PixelDiTT2IConfig
+    which: str                     # "ema" where the file has it, else "net" (an imported release)
+    text_encoder: str
+    resolution: int | None
+
+
+def plan_network(network: str | os.PathLike, text_encoder: str | None) -> NetworkPlan:
+    """Resolve a run directory or file and read its T2I config, weight set and text encoder from the header."""
+    from pixeldit.models.io import read_network_header
+
+    path = resolve_network(network)
+    config, metadata, present = read_network_header(path)
     if metadata["family"] != "pixeldit-t2i":
-        raise ValueError(f"{network_path} holds a {metadata['family']} network, not a text-to-image one; use "
+        raise ValueError(f"{path} holds a {metadata['family']} network, not a text-to-image one; use "
                          f"`pixeldit-bench sample` for class-conditional models")
     encoder_name = text_encoder or (metadata.get("text") or {}).get("encoder")
     if encoder_name is None:
-        raise ValueError(f"{network_path} does not record its text encoder; pass --text-encoder")
-    which = "ema" if "ema" in present else "net"
-    model, _ = load_network(network_path, which=which)
-    encoder = get_text_encoder(encoder_name, device=device, max_length=config.text_max_length)
-    if encoder.dim != config.text_dim:
-        raise ValueError(f"text encoder {encoder_name} gives {encoder.dim}-d tokens but {config.name or 'the model'} "
-                         f"takes {config.text_dim}-d; pass the --text-encoder it was trained with")
+        raise ValueError(f"{path} does not record its text encoder; pass --text-encoder")
+    return NetworkPlan(path, config, "ema" if "ema" in present else "net", encoder_name, metadata.get("resolution"))
+
+
+def load_generator(plan: NetworkPlan, negative_prompt: str, device: torch.device, autocast_bf16: bool) -> T2IGenerator:
+    """The network's weights (in the samplers' convention) with its text encoder and the null embedding."""
+    from pixeldit.models.io import load_network
+    from pixeldit.models.t2i import DataTimeVelocity
+    from pixeldit.text_encoders import get_text_encoder
+
+    model, _ = load_network(plan.path, which=plan.which)
+    encoder = get_text_encoder(plan.text_encoder, device=device, max_length=plan.config.text_max_length)
+    if encoder.dim != plan.config.text_dim:
+        raise ValueError(f"text encoder {plan.text_encoder} gives {encoder.dim}-d tokens but "
+                         f"{plan.config.name or 'the model'} takes {plan.config.text_dim}-d; pass the --text-encoder "
+                         f"it was trained with")
     null_tokens, null_mask = encoder.encode_negative([negative_prompt])
-    generator = T2IGenerator(DataTimeVelocity(model.float().eval().to(device)), encoder,
-                             (null_tokens.to(device), null_mask.to(device)), device, autocast_bf16)
-    return generator, {"which": which, "text_encoder": encoder_name, "config": config.to_dict(),
-                       "resolution": metadata.get("resolution")}
+    return T2IGenerator(DataTimeVelocity(model.float().eval().to(device)), encoder,
+                        (null_tokens.to(device), null_mask.to(device)), device, autocast_bf16)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -152,6 +169,11 @@ def load_generator(network_path: Path, text_encoder: str | None, negative_prompt
 
 def sidecar_path(out_dir: Path, first: int, last: int) -> Path:
     return out_dir / ".shards" / f"shard-{first:05d}-{last:05d}.json"
+
+
+def npz_shard_path(out_dir: Path, first: int, last: int) -> Path:
+    """A caption set's images of prompts first..last."""
+    return out_dir / f"shard-{first:05d}-{last:05d}.npz"
 
 
 def shard_is_complete(out_dir: Path, first: int, last: int, settings: dict) -> bool:
@@ -180,7 +202,7 @@ def write_shard_images(prompt_set: PromptSet, out_dir: Path, first: int, last: i
     per_prompt = images.reshape(last - first + 1, samples_per_prompt, *images.shape[1:])   # (P, S, H, W, 3)
     if prompt_set.layout == "npz":
         labels = np.repeat([prompt_set.items[p].label for p in range(first, last + 1)], samples_per_prompt)
-        path = out_dir / f"shard-{first:05d}-{last:05d}.npz"
+        path = npz_shard_path(out_dir, first, last)
         save_npz_atomic(path, arr_0=images, arr_1=labels.astype(np.int64))
         return [path]
     written = []
@@ -234,23 +256,25 @@ def generate_prompt_set(network: str | os.PathLike, out_dir: str | os.PathLike, 
     rank, world = distributed_world()
     mine = [shards[i] for i in chosen[rank::world]]
 
-    network_path = resolve_network(network)
-    device = torch.device(device) if device is not None else default_device()
-    generator, loaded = load_generator(network_path, text_encoder, negative_prompt, device, autocast_bf16)
-    resolution = resolution or loaded["resolution"]
+    plan = plan_network(network, text_encoder)
+    resolution = resolution or plan.resolution
     if resolution is None:
-        raise ValueError(f"{network_path} does not record its resolution; pass --resolution")
-    patch = loaded["config"]["patch_size"]
-    if resolution % patch:
-        raise ValueError(f"resolution {resolution} is not a multiple of the model's patch size {patch}")
+        raise ValueError(f"{plan.path} does not record its resolution; pass --resolution")
+    if resolution % plan.config.patch_size:
+        raise ValueError(f"resolution {resolution} is not a multiple of the model's patch size {plan.config.patch_size}")
     out_dir = Path(out_dir)
-    settings = generation_settings(prompts, sampler, seed, sha256_file(network_path), loaded["which"], resolution,
-                                   loaded["text_encoder"], negative_prompt, samples_per_prompt, quantization,
-                                   autocast_bf16)
+    settings = generation_settings(prompts, sampler, seed, sha256_file(plan.path), plan.which, resolution,
+                                   plan.text_encoder, negative_prompt, samples_per_prompt, quantization, autocast_bf16)
     pending = [(a, b) for a, b in mine if not shard_is_complete(out_dir, a, b, settings)]
+    result = {"written": [sidecar_path(out_dir, a, b).name for a, b in pending],
+              "skipped": [sidecar_path(out_dir, a, b).name for a, b in mine if (a, b) not in pending]}
+    if not pending:   # nothing to do: never load a 1.3B model and its encoder to skip every shard
+        return result
     check_disk_space(out_dir, sum(b - a + 1 for a, b in pending) * samples_per_prompt * resolution ** 2 * 3,
                      f"generating {len(pending)} shards")
-    if prompts.layout == "geneval" and pending:
+    device = torch.device(device) if device is not None else default_device()
+    generator = load_generator(plan, negative_prompt, device, autocast_bf16)
+    if prompts.layout == "geneval":
         from evaluators.geneval.prompts import write_prompt_folders
 
         write_prompt_folders(out_dir, [item.metadata for item in prompts.items])   # metadata.jsonl per prompt
@@ -268,16 +292,15 @@ def generate_prompt_set(network: str | os.PathLike, out_dir: str | os.PathLike, 
         written = write_shard_images(prompts, out_dir, first, last, images, samples_per_prompt)
         write_json_atomic(sidecar_path(out_dir, first, last), {
             "schema": SHARD_SCHEMA, "first": first, "last": last, "settings": settings,
-            "sampler_config": dataclasses.asdict(sampler), "network": str(network_path),
+            "sampler_config": dataclasses.asdict(sampler), "network": str(plan.path),
             "files": {path.relative_to(out_dir).as_posix(): sha256_file(path) for path in written},
             "device": str(device), "torch": torch.__version__})
-    return {"written": [sidecar_path(out_dir, a, b).name for a, b in pending],
-            "skipped": [sidecar_path(out_dir, a, b).name for a, b in mine if (a, b) not in pending]}
+    return result
 
 
-def finish_prompt_set(out_dir: str | os.PathLike) -> Path:
+def check_prompt_set(out_dir: str | os.PathLike) -> dict:
     """Check that the shards' sidecars tile the whole prompt set with one set of settings and that every file
-    they list is intact; merge a caption set's shards into samples.npz; write samples.json. Loads no model."""
+    they list is intact; returns the card `finish_prompt_set` writes. Loads no model."""
     out_dir = Path(out_dir)
     sidecars = sorted((out_dir / ".shards").glob("shard-*.json"))
     if not sidecars:
@@ -301,19 +324,25 @@ def finish_prompt_set(out_dir: str | os.PathLike) -> Path:
         expected_first = record["last"] + 1
     if expected_first != len(prompts.items):
         raise ValueError(f"prompts {expected_first}..{len(prompts.items) - 1} of {prompts.name} are not generated yet")
-    card = {"schema": SAMPLES_SCHEMA, "prompt_set": prompts.name, "layout": prompts.layout,
+    return {"schema": SAMPLES_SCHEMA, "prompt_set": prompts.name, "layout": prompts.layout,
             "count": len(prompts.items) * settings["samples_per_prompt"], "settings": settings,
             "sampler_config": records[0]["sampler_config"], "network": records[0]["network"],
-            "shards": [path.name for path in sidecars]}
-    if prompts.layout == "npz":
-        merged = merge_npz_shards(out_dir, [(r["first"], r["last"]) for r in records])
+            "shards": [[record["first"], record["last"]] for record in records]}
+
+
+def finish_prompt_set(out_dir: str | os.PathLike) -> Path:
+    """After `check_prompt_set`: merge a caption set's shards into samples.npz, and write samples.json."""
+    out_dir = Path(out_dir)
+    card = check_prompt_set(out_dir)
+    if card["layout"] == "npz":
+        merged = merge_npz_shards(out_dir, card["shards"])
         card.update(file=merged.name, sha256=sha256_file(merged))
     return write_json_atomic(out_dir / "samples.json", card)
 
 
 def merge_npz_shards(out_dir: Path, shards: Sequence[tuple[int, int]]) -> Path:
     """samples.npz: arr_0 the images, arr_1 the class each prompt asked for, in prompt order."""
-    arrays = [np.load(out_dir / f"shard-{a:05d}-{b:05d}.npz") for a, b in shards]
+    arrays = [np.load(npz_shard_path(out_dir, a, b)) for a, b in shards]
     path = out_dir / "samples.npz"
     save_npz_atomic(path, arr_0=np.concatenate([data["arr_0"] for data in arrays]),
                     arr_1=np.concatenate([data["arr_1"] for data in arrays]))

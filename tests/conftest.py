@@ -31,3 +31,20 @@ def imagenet_env(tmp_path_factory):
         patch.setenv("PIXELDIT_CACHE", str(root / "cache"))
         patch.setenv("TORCH_HOME", str(root / "torch"))
         yield root
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    """64 random 16x16 images in 10 classes, in the project's dataset format (training tests)."""
+    import numpy as np
+
+    from pixeldit.data.store import DatasetWriter
+
+    out = tmp_path_factory.mktemp("data") / "tiny16"
+    rng = np.random.default_rng(0)
+    with DatasetWriter(out, resolution=16) as writer:
+        for i in range(64):
+            writer.add(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), i % 10)
+        writer.finish({"name": "tiny16", "num_classes": 10, "class_names": [str(c) for c in range(10)],
+                       "source": "tests", "preprocessing": "random", "prepare_command": "tests/conftest.py"})
+    return out

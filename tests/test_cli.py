@@ -36,7 +36,7 @@ def test_every_command_has_help(path):
 
 
 WRITING = [("train",), ("sample", "run"), ("sample", "merge"), ("data", "prepare"), ("weights", "import-official"),
-           ("report",)]
+           ("report",), ("t2i", "generate"), ("t2i", "import"), ("t2i", "finish")]
 
 
 @pytest.mark.parametrize("path", WRITING, ids=lambda p: " ".join(p))

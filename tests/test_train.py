@@ -7,30 +7,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from pixeldit import flow
-from pixeldit.data.store import DatasetWriter
 from pixeldit.repa import RepaProjector, match_token_grid, repa_loss, tiny_random_encoder
 from pixeldit.train import TrainConfig, ema_decay, scheduled, train
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory):
-    """64 random 16x16 images in 10 classes, in the project's dataset format."""
-    out = tmp_path_factory.mktemp("data") / "tiny16"
-    rng = np.random.default_rng(0)
-    with DatasetWriter(out, resolution=16) as writer:
-        for i in range(64):
-            writer.add(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), i % 10)
-        writer.finish({"name": "tiny16", "num_classes": 10, "class_names": [str(c) for c in range(10)],
-                       "source": "tests", "preprocessing": "random", "prepare_command": "tests/test_train.py"})
-    return out
 
 
 def tiny_config(dataset, **overrides):
