@@ -4,15 +4,19 @@
   the answer is ranked between the two candidates "yes" and "no" by their decoder likelihood
   (README.md explains the choice). Tiles shared by several questions are encoded once.
 * ``modelscope``: mPLUG-large (`damo/mplug_visual-question-answering_coco_large_en`), the model
-  of ELLA's reference script, with its rule: an answer counts as yes only when the generated text
-  is exactly ``"yes"``. Needs the optional `modelscope` package.
+  of ELLA's reference script, through modelscope's own VQA pipeline, with its rule: an answer counts
+  as yes only when the generated text is exactly ``"yes"``. Needs the optional modelscope stack
+  (``MODELSCOPE_INSTALL``) and the model folder (a local folder or the ModelScope cache).
 """
 from __future__ import annotations
 
 import abc
 import dataclasses
 import hashlib
+import importlib.machinery
 import json
+import sys
+import types
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -35,7 +39,15 @@ BLIP_WEIGHTS = tuple(
         description=f"BLIP VQA base ({filename}) for the DPG-Bench transformers backend"))
     for filename in BLIP_FILES)
 MPLUG_MODEL_ID = "damo/mplug_visual-question-answering_coco_large_en"
-MODELSCOPE_INSTALL = "pip install modelscope==1.40.2 addict==2.4.0 datasets==5.2.0"
+# modelscope's VQA pipeline module imports its OFA and audio code too (fairseq, librosa, torchaudio, decord),
+# even for mPLUG, and both need transformers < 5, so this lives in its own environment (evaluators/dpg/README.md,
+# "Installing the modelscope backend", has the measured times). fairseq-fixed is an sdist with C++ extensions
+# that compiles against the installed torch, hence the second command.
+MODELSCOPE_INSTALL = ("pip install modelscope==1.40.2 addict==2.4.0 datasets==4.8.4 transformers==4.57.6 "
+                      "librosa==0.11.0 decord==0.6.0 unicodedata2==18.0.0 zhconv==1.4.3 rapidfuzz==3.14.6 "
+                      "simplejson==4.3.0 cython==3.3.1 wheel==0.48.0 setuptools==80.10.2 && "
+                      "pip install --no-build-isolation fairseq-fixed==0.12.3.1")
+MPLUG_DOWNLOAD = f"modelscope download {MPLUG_MODEL_ID} --local-dir FOLDER"
 BACKENDS = ("transformers", "modelscope")
 
 
@@ -203,22 +215,42 @@ class TransformersBlipVQA(VQABackend):
         return torch.softmax(sequence_log_prob, dim=-1)[:, 0].cpu()
 
 
+def mplug_source(model: str | None) -> Path:
+    """A local mPLUG folder: `model` if it is a folder, else the ModelScope cache's copy of `model`
+    (default: the reference model). Never downloads: a run must not depend on the network."""
+    if model is not None and Path(model).is_dir():
+        return Path(model)
+    model_id = model or MPLUG_MODEL_ID
+    try:
+        from modelscope.hub.snapshot_download import snapshot_download
+
+        return Path(snapshot_download(model_id, local_files_only=True))
+    except Exception as error:  # the hub client raises several types for "not cached"
+        raise MissingWeightsError(
+            f"mPLUG VQA weights not found: {model_id} is neither a folder nor in the ModelScope cache "
+            f"({type(error).__name__}). On a connected machine run `{MPLUG_DOWNLOAD}` and pass "
+            f"--vqa-model FOLDER (or let modelscope fill its cache, MODELSCOPE_CACHE).") from None
+
+
 class ModelscopeMplugVQA(VQABackend):
     """mPLUG-large through modelscope's VQA pipeline, as ELLA's script calls it (one pair at a time)."""
 
     name = "modelscope"
 
     def __init__(self, model: str | None = None, device: str = "auto", pipeline_factory=None):
-        self.model_id = model or MPLUG_MODEL_ID
         self.device = pick_device(device)
         if pipeline_factory is None:
             pipeline_factory = _modelscope_pipeline_factory()
-        self.pipeline = pipeline_factory(self.model_id, "gpu" if self.device == "cuda" else self.device)
-        model_dir = getattr(getattr(self.pipeline, "model", None), "model_dir", None)
-        self.weights_sha256 = weights_sha256(Path(model_dir)) if model_dir else None
+            self.source = mplug_source(model)
+            self.weights_sha256 = weights_sha256(self.source)
+            self.pipeline = pipeline_factory(str(self.source), self.device)
+        else:  # tests inject a pipeline and no weights
+            self.source, self.weights_sha256 = None, None
+            self.pipeline = pipeline_factory(model or MPLUG_MODEL_ID, self.device)
 
     def card(self) -> dict[str, Any]:
-        return {"backend": self.name, "model": self.model_id, "weights_sha256": self.weights_sha256,
+        # As for BLIP: no local path, the weights checksum tells checkpoints apart.
+        return {"backend": self.name, "model": MPLUG_MODEL_ID, "weights_sha256": self.weights_sha256,
                 "decision": "yes iff the generated answer is exactly 'yes' (ELLA compute_dpg_bench.py)"}
 
     def answer(self, images: Sequence[Image.Image], questions: Sequence[str]) -> VQAAnswers:
@@ -229,18 +261,55 @@ class ModelscopeMplugVQA(VQABackend):
         return VQAAnswers(yes=[text == "yes" for text in texts], p_yes=[None] * len(texts), text=texts)
 
 
+def _stand_in_for_unloadable_torchaudio() -> None:
+    """Let modelscope's VQA pipeline import where torchaudio is installed but cannot load.
+
+    The pipeline module imports OFA's audio preprocessors, which `import torchaudio` at module level;
+    mPLUG never calls it. PyPI's torchaudio (newest 2.11) links libtorch_cuda and has no build for
+    torch 2.13, so beside the CPU-only torch wheel its library fails to load and the whole import fails.
+    Then a stand-in module takes its place and raises on any use. A torchaudio that is not installed at
+    all is left alone: that is an incomplete install, reported with the install line.
+    """
+    if "torchaudio" in sys.modules:
+        return
+    try:
+        import torchaudio  # noqa: F401
+        return
+    except OSError as error:
+        reason = f"{type(error).__name__}: {error}"
+    except ImportError:
+        return
+    for name in [name for name in sys.modules if name == "torchaudio" or name.startswith("torchaudio.")]:
+        del sys.modules[name]
+
+    class Unloadable(types.ModuleType):
+        def __getattr__(self, attribute):
+            if attribute.startswith("__"):
+                raise AttributeError(attribute)
+            raise ImportError(f"torchaudio.{attribute}: torchaudio is installed but cannot load ({reason}); "
+                              f"install the torchaudio build that matches torch")
+
+    stand_in = Unloadable("torchaudio")
+    stand_in.__spec__ = importlib.machinery.ModuleSpec("torchaudio", None)
+    sys.modules["torchaudio"] = stand_in
+
+
 def _modelscope_pipeline_factory():
+    _stand_in_for_unloadable_torchaudio()
     try:
         from modelscope.pipelines import pipeline
         from modelscope.utils.constant import Tasks
-    except ImportError as error:
+        # pipeline() imports this module lazily and wraps its ImportErrors; importing it here reports
+        # a missing package (fairseq, librosa, decord...) with the install line instead.
+        from modelscope.pipelines.multi_modal import visual_question_answering_pipeline  # noqa: F401
+    except (ImportError, RuntimeError) as error:
         raise VQABackendUnavailable(
-            f"the modelscope VQA backend needs the optional package modelscope ({error}). Install it with "
-            f"`{MODELSCOPE_INSTALL}`; mPLUG weights then download from ModelScope on first use "
-            f"(set MODELSCOPE_CACHE to keep them), or use --vqa transformers") from None
+            f"the modelscope VQA backend needs the optional modelscope stack ({type(error).__name__}: {error}). "
+            f"Install it in an environment of its own (it needs transformers<5; evaluators/dpg/README.md): "
+            f"`{MODELSCOPE_INSTALL}`, or use --vqa transformers") from None
 
-    def build(model_id: str, device: str):
-        return pipeline(Tasks.visual_question_answering, model=model_id, device=device)
+    def build(model_dir: str, device: str):
+        return pipeline(Tasks.visual_question_answering, model=model_dir, device=device)
     return build
 
 
