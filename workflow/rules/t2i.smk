@@ -65,7 +65,8 @@ def t2i_eval_command(wildcards, input, output):
                 f"{RESULTS}/data/{config['dataset']['name']} --out {output[0]}")
     count = T2I_PROMPT_COUNTS[T2I_PROMPTS["imagenet"]] * t2i_samples_per_prompt(T2I_PROMPTS["imagenet"])
     return (f"pixeldit-bench eval imagenet {directory}/samples.npz --ref {input[1]} --expected-samples {count} "
-            f"--label run={wildcards.run} --out {output[0]}")
+            f"--label name={wildcards.run} --label variant={wildcards.run} --label dataset={config['dataset']['name']} "
+            f"--out {output[0]}")
 
 
 wildcard_constraints:
