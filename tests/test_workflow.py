@@ -26,7 +26,8 @@ def snakemake(*args, cwd=REPO, timeout=300):
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
 @pytest.mark.parametrize("profile", ["default", "slurm", "kubernetes"])
 def test_dry_run_works_for_every_config_and_profile(config, profile, tmp_path):
-    args = ["-n", "--profile", f"workflow/profiles/{profile}", "--configfile", str(config)]
+    # --forceall: plan every job even where this checkout already ran the config (the T2I demo writes its own folder)
+    args = ["-n", "--forceall", "--profile", f"workflow/profiles/{profile}", "--configfile", str(config)]
     if profile == "kubernetes":  # the profile's object store needs credentials; check the rest against a local store
         args += ["--default-storage-provider", "fs", "--default-storage-prefix", str(tmp_path)]
     result = snakemake(*args)
