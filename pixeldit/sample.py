@@ -52,6 +52,7 @@ import numpy as np
 import torch
 
 from evaluators.results import sha256_file, write_json_atomic
+from pixeldit import flow
 from pixeldit.atomic import atomic_path
 from pixeldit.samplers import Sampler, VelocityModel
 
@@ -370,6 +371,8 @@ def sample_shards(network_path: str | os.PathLike, out_dir: str | os.PathLike, n
     model, metadata = load_network(plan.network_path, which="ema")
     device = torch.device(device) if device is not None else default_device()
     model.float().eval().to(device)
+    if metadata.get("prediction", "v") != "v":   # an x-predicting network: samplers integrate its implied velocity
+        model = flow.VelocityModel(model, metadata["prediction"])
     autoencoder = load_recorded_autoencoder(plan.latent, device) if plan.latent else None
     network = {"path": str(plan.network_path), "sha256": settings["network_sha256"], "weights": "ema",
                "config": metadata.get("config")}

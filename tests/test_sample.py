@@ -171,6 +171,24 @@ def test_any_shard_split_and_process_split_is_bit_identical(network, reference_d
     assert np.array_equal(merged(split)["arr_0"], merged(reference_dir)["arr_0"])
 
 
+def test_x_prediction_network_is_sampled_through_its_implied_velocity(network, tmp_path):
+    """A snapshot recording prediction='x' (JiT-style) is integrated with v = (x_hat - x_t) / (1 - t), not as v."""
+    from pixeldit import flow
+    from pixeldit.models.io import load_network
+
+    model, metadata = load_network(network)
+    x_network = save_network(tmp_path / "x" / "network-snapshot-0000005.safetensors", model.config,
+                             ema=model.state_dict(), metadata={"resolution": RESOLUTION, "prediction": "x"})
+    sample_shards(x_network, tmp_path / "out", CLASSES, SAMPLER, seed=7, shard_size=CLASSES, batch_size=CLASSES,
+                  merge=True)
+    indices = range(CLASSES)
+    expected, _ = generate(flow.VelocityModel(model, "x"), indices, SAMPLER, 7, CLASSES, RESOLUTION, CLASSES,
+                           torch.device("cpu"))
+    as_velocity, _ = generate(model, indices, SAMPLER, 7, CLASSES, RESOLUTION, CLASSES, torch.device("cpu"))
+    assert np.array_equal(merged(tmp_path / "out")["arr_0"], expected)
+    assert not np.array_equal(expected, as_velocity)
+
+
 def test_kill_and_resume_leaves_no_gap_or_duplicate(network, reference_dir, tmp_path, monkeypatch):
     out = tmp_path / "killed"
     real_generate = sampling.generate
