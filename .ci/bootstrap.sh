@@ -19,6 +19,22 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     "$venv/bin/python" -m pip install -q --no-deps -e "$root"
     echo "$want" > "$stamp"
 fi
+# The modelscope (mPLUG) DPG backend's environment, layered over .venv (see .ci/requirements-modelscope.txt);
+# built for the test command, whose tests/test_dpg_modelscope_env.py runs that backend's tests inside it.
+ms_venv="$root/.venv-modelscope"
+ms_stamp="$ms_venv/.pixeldit-installed"
+ms_want="$(cat "$root/.ci/requirements-modelscope.txt" "$stamp" | sha1sum | cut -c1-40)"
+if [ "${1:-}" = pytest ] && { [ ! -f "$ms_stamp" ] || [ "$(cat "$ms_stamp")" != "$ms_want" ]; }; then
+    echo "[bootstrap] installing the modelscope stack into $ms_venv (compiling fairseq takes ~7 minutes)" >&2
+    rm -rf "$ms_venv"
+    python3 -m venv "$ms_venv"
+    site_packages() { "$1/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
+    echo "import site; site.addsitedir('$(site_packages "$venv")')" > "$(site_packages "$ms_venv")/zz_project_venv.pth"
+    "$ms_venv/bin/python" -m pip install -q -r "$root/.ci/requirements-modelscope.txt"
+    # PyPI's fairseq 0.12.2 does not import on Python 3.11; modelscope names this fork. It compiles against torch.
+    MAX_JOBS="${MAX_JOBS:-2}" "$ms_venv/bin/python" -m pip install -q --no-build-isolation "fairseq-fixed==0.12.3.1"
+    echo "$ms_want" > "$ms_stamp"
+fi
 export PATH="$venv/bin:$PATH" HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" PYTHONUNBUFFERED=1
 cd "$root"
 exec "$@"

@@ -44,6 +44,7 @@ MPLUG_MODEL_ID = "damo/mplug_visual-question-answering_coco_large_en"
 # "Installing the modelscope backend", has the measured times). fairseq-fixed is an sdist with C++ extensions
 # that compiles against the installed torch, hence the second command.
 MODELSCOPE_INSTALL = ("pip install modelscope==1.40.2 addict==2.4.0 datasets==4.8.4 transformers==4.57.6 "
+                      "huggingface-hub==0.36.2 tokenizers==0.22.2 "
                       "librosa==0.11.0 decord==0.6.0 unicodedata2==18.0.0 zhconv==1.4.3 rapidfuzz==3.14.6 "
                       "simplejson==4.3.0 cython==3.3.1 wheel==0.48.0 setuptools==80.10.2 && "
                       "pip install --no-build-isolation fairseq-fixed==0.12.3.1")
