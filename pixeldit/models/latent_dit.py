@@ -159,8 +159,8 @@ LatentDiT_models: dict[str, LatentDiTConfig] = {
     "DiT-S/2": _config("DiT-S/2", depth=12, hidden_size=384, num_heads=6),
     "SiT-XL/2": _config("SiT-XL/2", depth=28, hidden_size=1152, num_heads=16, time_scale=1.0),
     # Embedded default: latents 4x8x8 of the small digits32 autoencoder (pixeldit.latent.autoencoder), p = 1,
-    # so 64 tokens of width 256 and depth 6 — the same token grid and trunk as PixelDiT-S/4 on 32x32 images.
-    "LatentDiT-S/1": _config("LatentDiT-S/1", depth=6, hidden_size=256, num_heads=4, patch_size=1, input_size=8,
+    # so 64 tokens of width 128 and depth 4 — the same token grid and trunk as PixelDiT-S/4 on 32x32 images.
+    "LatentDiT-S/1": _config("LatentDiT-S/1", depth=4, hidden_size=128, num_heads=4, patch_size=1, input_size=8,
                              learn_sigma=False, num_classes=10, time_scale=1.0, autoencoder="digits32-ae",
                              autoencoder_downsample=4),
 }
