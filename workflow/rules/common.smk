@@ -32,6 +32,24 @@ def eval_kimgs(run):
     return spec.get("eval_kimg", [spec["kimg"]])
 
 
+def check_eval_kimgs():
+    """Curve points must be snapshots the trainer writes (every snapshot_kimg, and the final kimg)."""
+    from pixeldit.presets import get_preset
+
+    for run, spec in RUNS.items():
+        if run_kind(run) == "import":
+            continue
+        every = {**get_preset(spec["preset"]), **spec.get("set", {})}["snapshot_kimg"]
+        bad = [kimg for kimg in eval_kimgs(run) if kimg != spec["kimg"] and (kimg % every or kimg > spec["kimg"])]
+        if bad:
+            raise ValueError(f"runs.{run}.eval_kimg {bad}: training writes snapshots every {every} kimg "
+                             f"(preset {spec['preset']}) up to kimg={spec['kimg']}; use multiples of {every} "
+                             f"up to {spec['kimg']}, or set snapshot_kimg under runs.{run}.set")
+
+
+check_eval_kimgs()
+
+
 def network_file(run, kimg):
     if run_kind(run) == "import":
         return f"{RESULTS}/imported/{run}.safetensors"
