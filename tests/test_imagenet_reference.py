@@ -175,3 +175,21 @@ def test_build_reference_from_a_prepared_dataset_split(tmp_path, digits):
         build_reference(dataset, tmp_path / "x.npz", res=64, split="reference", weights="offline")
     with pytest.raises(InputError, match="has no split 'val'"):
         open_images(dataset, split="val")
+
+
+def test_built_reference_seeds_the_feature_cache_for_its_own_file(tmp_path, digits):
+    """Evaluating against a freshly built reference reuses the build's features: no second Inception pass."""
+    from evaluators.imagenet import evaluate_imagenet
+    from evaluators.imagenet.features import Cache, LazyExtractor, extract, feature_key
+
+    out, cache = tmp_path / "ref.npz", tmp_path / "cache"
+    build_reference(digits[:12], out, weights="offline", pr_images=8, cache_dir=cache)
+    weights = resolve_weights("offline")
+    seeded = extract(open_images(out), weights, lambda: pytest.fail("the reference was extracted again"),
+                     cache=Cache(cache), batch_size=5)
+    assert seeded.cache_hit and seeded.count == 8
+    assert seeded.key == feature_key(open_images(out).content_hash(), weights)
+    fresh = extract(open_images(digits[:8]), weights, LazyExtractor(weights, "cpu"), cache=Cache(False), batch_size=5)
+    np.testing.assert_allclose(seeded.pool3, fresh.pool3, atol=1e-4)   # the first 8 of the build's 12, in order
+    result = evaluate_imagenet(digits[20:28], out, metrics=["fid", "kid"], weights="offline", cache_dir=cache)
+    assert result["extra"]["cache"]["reference_features"] == "hit"
