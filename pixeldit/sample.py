@@ -375,7 +375,7 @@ def sample_shards(network_path: str | os.PathLike, out_dir: str | os.PathLike, n
         model = flow.VelocityModel(model, metadata["prediction"])
     autoencoder = load_recorded_autoencoder(plan.latent, device) if plan.latent else None
     network = {"path": str(plan.network_path), "sha256": settings["network_sha256"], "weights": "ema",
-               "config": metadata.get("config")}
+               "config": metadata.get("config"), "summary": network_summary(model, metadata, sampler, plan.resolution, autoencoder)}
     for first, last in pending:
         path = shard_path(out_dir, first, last)
         log.info("sampling %s", path.name)
@@ -390,6 +390,22 @@ def sample_shards(network_path: str | os.PathLike, out_dir: str | os.PathLike, n
     return {"written": [shard_path(out_dir, a, b).name for a, b in pending],
             "skipped": [shard_path(out_dir, a, b).name for a, b in mine if (a, b) not in pending],
             "merged": str(merged) if merged else None}
+
+
+def network_summary(model: torch.nn.Module, metadata: dict, sampler: Sampler, resolution: int,
+                    autoencoder: LatentAutoencoder | None) -> dict:
+    """What the report needs about the network behind a sample set, in pixeldit.latent.compute's conventions
+    (2 FLOPs per MAC; training = 3 forward passes per image; sampling adds one decode for latent models)."""
+    from pixeldit.latent.compute import model_forward_flops, sampling_flops, training_flops
+
+    config = model.config
+    kimg = metadata.get("kimg")
+    return {"name": config.name, "type": "latent" if metadata["family"] == "latent-dit" else "pixel",
+            "params": sum(parameter.numel() for parameter in model.parameters()),
+            "gflops": model_forward_flops(config, resolution) / 1e9, "gflops_convention": "2flops_per_mac",
+            "kimg": kimg,
+            "train_pflops": None if kimg is None else training_flops(config, resolution, kimg) / 1e15,
+            "sample_gflops_per_image": sampling_flops(config, sampler, resolution, autoencoder) / 1e9}
 
 
 def load_recorded_autoencoder(latent: dict, device: torch.device) -> LatentAutoencoder:

@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from pixeldit.flow import VelocityModel
 from pixeldit.latent import load_autoencoder, save_autoencoder
 from pixeldit.latent.ae_training import AUTOENCODER_PRESETS
 from pixeldit.latent.cli import app
@@ -72,6 +73,7 @@ def test_latent_run_samples_uint8_images_of_the_image_resolution(work, tmp_path)
 
     # Sample i = decode(sampler(noise of the latent shape from (seed, i))), with the recorded autoencoder.
     model, _ = load_network(snapshot)
+    model = VelocityModel(model, metadata["prediction"])   # the latent preset predicts x (its network output)
     noise = sample_noise(3, range(5), (4, 8, 8))
     latents = SAMPLER.sample(model, noise, torch.arange(5), null_label=10)
     np.testing.assert_array_equal(images[:5], autoencoder.decode(latents))

@@ -53,7 +53,8 @@ def test_report_writes_tables_plots_and_index(results):
     plan = build_report(results)
     out = results / "report"
     names = {job.name for job in plan.plots}
-    assert {"fid_vs_kimg-digits-32", "fid_vs_guidance-digits-32", "fid_vs_gflops-imagenet-256",
+    assert {"fid_vs_kimg-digits-32", "fid_vs_training_compute-digits-32", "fid_vs_guidance-digits-32",
+            "fid_vs_gflops-imagenet-256",
             "fid_vs_gflops-digits-32", "loss_curves", "samples-pixeldit-s4-0"} <= names
     for name in names:
         png, svg = out / "plots" / f"{name}.png", out / "plots" / f"{name}.svg"
@@ -73,7 +74,7 @@ def test_missing_inputs_skip_plots_with_reasons(tmp_path):
     (results / "metrics").mkdir(parents=True)
     plan = build_report(results, dry_run=True)
     reasons = {item.name: item.reason for item in plan.skipped}
-    assert set(reasons) == {"fid_vs_kimg", "fid_vs_guidance", "loss_curves", "samples"}
+    assert set(reasons) == {"fid_vs_kimg", "fid_vs_training_compute", "fid_vs_guidance", "loss_curves", "samples"}
     assert "stats.jsonl" in reasons["loss_curves"] and "samples.npz" in reasons["samples"]
     assert [job.name for job in plan.plots] == ["fid_vs_gflops-imagenet-256"]   # published points only
     assert [table.name for table in plan.tables] == ["main-imagenet-256", "main-imagenet-512", "t2i"]

@@ -45,7 +45,7 @@ def network(tmp_path_factory) -> Path:
             if not parameter.any():
                 parameter.normal_(std=0.05)
     path = tmp_path_factory.mktemp("run") / "network-snapshot-0000005.safetensors"
-    return save_network(path, model.config, ema=model.state_dict(), metadata={"resolution": RESOLUTION})
+    return save_network(path, model.config, ema=model.state_dict(), metadata={"resolution": RESOLUTION, "kimg": 5})
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +169,20 @@ def test_any_shard_split_and_process_split_is_bit_identical(network, reference_d
     assert len(first["written"]) == 3 and len(second["written"]) == 2
     merge_shards(split)
     assert np.array_equal(merged(split)["arr_0"], merged(reference_dir)["arr_0"])
+
+
+def test_samples_record_the_networks_size_and_compute(network, reference_dir):
+    """samples.json carries what the report plots: params, GFLOPs per forward, training and sampling compute."""
+    from pixeldit.models.flops import count_flops
+
+    summary = json.loads((reference_dir / "samples.json").read_text())["network"]["summary"]
+    model = build_model("PixelDiT-T/4")
+    forward = count_flops("PixelDiT-T/4", RESOLUTION)
+    assert summary["params"] == sum(p.numel() for p in model.parameters()) and summary["type"] == "pixel"
+    assert summary["gflops"] == pytest.approx(forward / 1e9) and summary["gflops_convention"] == "2flops_per_mac"
+    # ab2, 3 steps, guided at 2 of them: 5 forward passes per image; 3 passes per training image at 5 kimg
+    assert summary["sample_gflops_per_image"] == pytest.approx(5 * forward / 1e9)
+    assert summary["kimg"] == 5 and summary["train_pflops"] == pytest.approx(3 * forward * 5000 / 1e15)
 
 
 def test_x_prediction_network_is_sampled_through_its_implied_velocity(network, tmp_path):

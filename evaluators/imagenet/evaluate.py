@@ -236,7 +236,8 @@ def sampler_and_model(samples) -> tuple[dict, dict]:
     sampler = {"name": settings.get("sampler"), **(sidecar.get("sampler_config") or {}),
                **{key: settings.get(key) for key in ("seed", "quantization", "precision", "labels")}}
     model = {"network_sha256": settings.get("network_sha256"), "network": network.get("path"),
-             "weights": network.get("weights"), "config": network.get("config")}
+             "weights": network.get("weights"), "config": network.get("config"),
+             **(network.get("summary") or {})}     # name, type, params, gflops, training and sampling compute
     return sampler, model
 
 

@@ -6,7 +6,7 @@ come from the record's `run` section first and that path second, so a result wri
 encodes every sampling knob), then `sampler.name`. Fields the report uses, when present:
 
     run:     name, kimg, group (ablation group), variant (row label), epochs, dataset, resolution
-    model:   name, type (latent|pixel), params (count), gflops, gflops_convention
+    model:   name, type (latent|pixel), params (count), gflops, gflops_convention, train_pflops (training compute)
     sampler: name, steps, nfe, cfg_scale (or guidance_scale / cfg)
 
 Dataset and resolution fall back to `protocol` (`dataset`, `resolution`, `samples.resolution`) and
@@ -34,7 +34,7 @@ _REFERENCE_NAMES = (re.compile(r"^(?P<dataset>[A-Za-z0-9]+)-(?P<resolution>\d+)-
                     re.compile(r"^VIRTUAL_(?P<dataset>imagenet)(?P<resolution>\d+)"))     # ADM reference batches
 META_COLUMNS = ("path", "run", "kimg", "sampler", "evaluator", "backend", "evaluator_version", "protocol_key",
                 "card", "dataset", "resolution", "setting", "group", "variant", "model_type", "params",
-                "gflops", "gflops_convention", "epochs", "guidance", "nfe", "unavailable")
+                "gflops", "gflops_convention", "train_pflops", "epochs", "guidance", "nfe", "unavailable")
 
 
 def _first(record: Mapping[str, Any], key: str, sections: tuple[str, ...]) -> Any:
@@ -118,6 +118,7 @@ def _row(path: Path, results_dir: Path, record: Mapping[str, Any]) -> dict[str, 
         "params": model.get("params"),
         "gflops": model.get("gflops"),
         "gflops_convention": model.get("gflops_convention", "unknown"),
+        "train_pflops": model.get("train_pflops"),
         "epochs": run.get("epochs"),
         "guidance": guidance,
         "nfe": _nfe(sampler, guidance),

@@ -66,19 +66,30 @@ def _fid_results(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[(frame["evaluator"] == IMAGENET_EVALUATOR) & frame["fid"].notna()]
 
 
-def _fid_vs_kimg(rows: pd.DataFrame, setting: str) -> PlotJob:
+def _fid_curves(rows: pd.DataFrame, setting: str, x: str, xlabel: str, name: str, title: str) -> PlotJob:
+    """FID against column `x` (training progress), one line per run and sampler."""
     def draw(figure: Figure) -> None:
         axes = figure.add_subplot()
         for (run, sampler), series in rows.groupby(["run", "sampler"], sort=False):
-            series = series.sort_values("kimg")
+            series = series.sort_values(x)
             variant = series["variant"].dropna().iloc[0] if series["variant"].notna().any() else None
-            axes.plot(series["kimg"].astype(float), series["fid"].astype(float), marker="o",
+            axes.plot(series[x].astype(float), series["fid"].astype(float), marker="o",
                       label=_series_label(run, variant, sampler))
-        axes.set(xlabel="training images seen (kimg)", ylabel="FID",
-                 title=f"FID vs training on {setting_title(setting)}")
+        axes.set(xlabel=xlabel, ylabel="FID", title=f"{title} on {setting_title(setting)}")
         axes.grid(alpha=0.3)
         axes.legend(fontsize="small")
-    return PlotJob(f"fid_vs_kimg-{file_stem(setting)}", f"FID vs training kimg, {setting_title(setting)}", draw)
+    return PlotJob(f"{name}-{file_stem(setting)}", f"{title}, {setting_title(setting)}", draw)
+
+
+def _fid_vs_kimg(rows: pd.DataFrame, setting: str) -> PlotJob:
+    return _fid_curves(rows, setting, "kimg", "training images seen (kimg)", "fid_vs_kimg", "FID vs training")
+
+
+def _fid_vs_training_compute(rows: pd.DataFrame, setting: str) -> PlotJob:
+    """Pixel and latent models on one compute axis: the matched-compute comparison of the latent baselines."""
+    return _fid_curves(rows, setting, "train_pflops",
+                       "training compute (PFLOPs: 3 x forward FLOPs x images, 2 FLOPs per MAC)",
+                       "fid_vs_training_compute", "FID vs training compute")
 
 
 def _fid_vs_guidance(rows: pd.DataFrame, setting: str) -> PlotJob:
@@ -132,6 +143,11 @@ def _plan_metric_plots(frame: pd.DataFrame, published: Sequence[PublishedRow]) -
     kimg_rows = fid[fid["kimg"].notna()]
     plans += [_fid_vs_kimg(rows, setting) for setting, rows in kimg_rows.groupby("setting", sort=False)] or [
         Skipped("fid_vs_kimg", "no ImageNet-protocol result with both an FID value and a kimg")]
+
+    compute_rows = fid[fid["train_pflops"].notna()]
+    plans += [_fid_vs_training_compute(rows, setting)
+              for setting, rows in compute_rows.groupby("setting", sort=False)] or [
+        Skipped("fid_vs_training_compute", "no FID result records its training compute (model.train_pflops)")]
 
     guidance_rows = fid[fid["guidance"].notna()]
     swept = guidance_rows.groupby(["run", "kimg"], dropna=False)["guidance"].transform("nunique") >= 2

@@ -230,10 +230,16 @@ def main_table(setting: str, measured: pd.DataFrame, published: Sequence[Publish
     return table
 
 
+# An autoencoder's reconstruction FID (rFID, workflow/rules/latent.smk labels it group=autoencoder) is scored on
+# all held-out images, not on model samples: it gets its own group table, never a row among the models.
+RECONSTRUCTION_GROUP = "autoencoder"
+
+
 def main_tables(frame: pd.DataFrame, published: Sequence[PublishedRow], allow_mixed: bool = False) -> list[Table]:
     """One main table per class-conditional setting, published settings first."""
     published = [row for row in published if any(m.published_key in row.values for m in IMAGENET_METRICS)]
-    measured = latest_snapshots(frame[frame["evaluator"] == IMAGENET_EVALUATOR])
+    generators = frame[(frame["evaluator"] == IMAGENET_EVALUATOR) & (frame["group"] != RECONSTRUCTION_GROUP)]
+    measured = latest_snapshots(generators)
     for path in measured.loc[measured["setting"] == "unknown", "path"]:
         log.warning("%s names no dataset (run.dataset, protocol.dataset or a reference file named "
                     "<dataset>-<res>-…): it goes to the table 'main-unknown'", path)
