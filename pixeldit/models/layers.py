@@ -7,6 +7,7 @@ axes whatever the grid size.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import torch
@@ -30,7 +31,13 @@ class RMSNorm(nn.Module):
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale) + shift
+    """x * (1 + scale) + shift in one kernel (the modulations broadcast over tokens)."""
+    return torch.addcmul(shift, x, 1 + scale)
+
+
+def gated_residual(x: torch.Tensor, gate: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+    """x + gate * branch in one kernel: the AdaLN-Zero residual update."""
+    return torch.addcmul(x, gate, branch)
 
 
 class TimestepEmbedder(nn.Module):
@@ -70,6 +77,16 @@ def sincos_2d_position_embedding(dim: int, height: int, width: int) -> torch.Ten
     return torch.from_numpy(np.concatenate([encode(cols), encode(rows)], axis=1))
 
 
+@torch.compiler.disable  # numpy under a device context: built eagerly, also inside a compiled forward
+def position_table(builder: Callable[..., torch.Tensor], *args: int, device: torch.device) -> torch.Tensor:
+    """A position table (RoPE rotation, sin-cos embedding) made by `builder(*args)` and moved to `device`.
+
+    Built on the CPU even when the model lives on "meta" (FLOP counting); the models cache the result.
+    """
+    with torch.device("cpu"):
+        return builder(*args).to(device)
+
+
 def rope_2d_angles(head_dim: int, height: int, width: int, theta: float = 10000.0, span: float = 16.0) -> torch.Tensor:
     """Rotation angles (height*width, head_dim/2) for 2D RoPE; pairs alternate x, y frequencies.
 
@@ -84,13 +101,18 @@ def rope_2d_angles(head_dim: int, height: int, width: int, theta: float = 10000.
     return torch.stack([x_angles, y_angles], dim=-1).reshape(height * width, head_dim // 2)
 
 
-def apply_rope(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    """Rotate consecutive channel pairs of x (B, N, heads, head_dim) by angles (N, head_dim/2), in fp32."""
-    pairs = x.float().reshape(*x.shape[:-1], -1, 2)                       # (B, N, heads, head_dim/2, 2)
-    cos, sin = angles.cos()[None, :, None, :], angles.sin()[None, :, None, :]
-    real, imag = pairs[..., 0], pairs[..., 1]
-    rotated = torch.stack([real * cos - imag * sin, real * sin + imag * cos], dim=-1)
-    return rotated.flatten(-2).type_as(x)
+def rope_rotation(angles: torch.Tensor) -> torch.Tensor:
+    """Unit complex numbers exp(i * angles), (N, head_dim/2) complex64: the table `apply_rope` multiplies by.
+
+    Built once per grid size (the models cache it), so no block recomputes cos and sin.
+    """
+    return torch.polar(torch.ones_like(angles), angles)
+
+
+def apply_rope(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """Rotate consecutive channel pairs of x (B, N, heads, head_dim) by rotation (N, head_dim/2) complex, in fp32."""
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))   # (B, N, heads, head_dim/2)
+    return torch.view_as_real(pairs * rotation[None, :, None]).flatten(-2).type_as(x)
 
 
 class Attention(nn.Module):
@@ -107,12 +129,12 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(self.head_dim) if qk_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, rope_angles: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: torch.Tensor | None) -> torch.Tensor:
         B, N, C = x.shape
         q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).unbind(2)  # each (B, N, heads, hd)
         q, k = self.q_norm(q), self.k_norm(k)
-        if rope_angles is not None:
-            q, k = apply_rope(q, rope_angles), apply_rope(k, rope_angles)
+        if rope is not None:
+            q, k = apply_rope(q, rope), apply_rope(k, rope)
         x = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))  # (B, heads, N, hd)
         return self.proj(x.transpose(1, 2).reshape(B, N, C))
 

@@ -24,8 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pixeldit.models.layers import (Attention, GeluMLP, RMSNorm, SwiGLU, TimestepEmbedder, modulate,
-                                    rope_2d_angles, sincos_2d_position_embedding)
+from pixeldit.models.layers import (Attention, GeluMLP, RMSNorm, SwiGLU, TimestepEmbedder, gated_residual, modulate,
+                                    position_table, rope_2d_angles, rope_rotation, sincos_2d_position_embedding)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,10 +103,10 @@ class PatchBlock(nn.Module):
         self.mlp = SwiGLU(D, config.mlp_ratio) if augmented else GeluMLP(D, config.mlp_ratio, approximate="tanh")
         self.modulation = nn.Linear(D, 6 * D)
 
-    def forward(self, s: torch.Tensor, c: torch.Tensor, rope_angles: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, s: torch.Tensor, c: torch.Tensor, rope: torch.Tensor | None) -> torch.Tensor:
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(c).chunk(6, dim=-1)  # each (B, 1, D)
-        s = s + gate1 * self.attn(modulate(self.norm1(s), shift1, scale1), rope_angles)
-        return s + gate2 * self.mlp(modulate(self.norm2(s), shift2, scale2))
+        s = gated_residual(s, gate1, self.attn(modulate(self.norm1(s), shift1, scale1), rope))
+        return gated_residual(s, gate2, self.mlp(modulate(self.norm2(s), shift2, scale2)))
 
 
 class PiTBlock(nn.Module):
@@ -130,29 +130,29 @@ class PiTBlock(nn.Module):
         self.mlp = GeluMLP(Dp, config.pixel_mlp_ratio)
         self.modulation = nn.Linear(config.hidden_size, self.num_modulations * modulated_pixels * Dp)
 
-    def global_attention(self, x: torch.Tensor, grid: tuple[int, int, int], rope_angles: torch.Tensor) -> torch.Tensor:
+    def global_attention(self, x: torch.Tensor, grid: tuple[int, int, int], rope: torch.Tensor) -> torch.Tensor:
         """Attention across the image for pixel tokens x (B*L, p^2, D_pix); returns the same shape."""
         B, gh, gw = grid
         BL, P2, Dp = x.shape
         p = self.config.patch_size
         if self.config.pixel_compaction:
             tokens = self.compress(x.reshape(B, gh * gw, P2 * Dp))            # (B, L, A)
-            return self.expand(self.attn(tokens, rope_angles)).reshape(BL, P2, Dp)
+            return self.expand(self.attn(tokens, rope)).reshape(BL, P2, Dp)
         raster = x.reshape(B, gh, gw, p, p, Dp).permute(0, 1, 3, 2, 4, 5).reshape(B, gh * p * gw * p, Dp)
-        out = self.expand(self.attn(self.compress(raster), rope_angles))       # (B, H*W, D_pix)
+        out = self.expand(self.attn(self.compress(raster), rope))       # (B, H*W, D_pix)
         return out.reshape(B, gh, p, gw, p, Dp).permute(0, 1, 3, 2, 4, 5).reshape(BL, P2, Dp)
 
     def forward(self, x: torch.Tensor, s_cond: torch.Tensor, grid: tuple[int, int, int],
-                rope_angles: torch.Tensor) -> torch.Tensor:
+                rope: torch.Tensor) -> torch.Tensor:
         BL, P2, Dp = x.shape
         params = self.modulation(s_cond).view(BL, -1, self.num_modulations * Dp)  # (B*L, p^2 or 1, n*D_pix)
         if self.config.pit_adaln_post_modulation:
             scale1, shift1, scale2, shift2 = params.chunk(4, dim=-1)
-            x = x + modulate(self.global_attention(self.norm1(x), grid, rope_angles), shift1, scale1)
+            x = x + modulate(self.global_attention(self.norm1(x), grid, rope), shift1, scale1)
             return x + modulate(self.mlp(self.norm2(x)), shift2, scale2)
         shift1, scale1, gate1, shift2, scale2, gate2 = params.chunk(6, dim=-1)
-        x = x + gate1 * self.global_attention(modulate(self.norm1(x), shift1, scale1), grid, rope_angles)
-        return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
+        x = gated_residual(x, gate1, self.global_attention(modulate(self.norm1(x), shift1, scale1), grid, rope))
+        return gated_residual(x, gate2, self.mlp(modulate(self.norm2(x), shift2, scale2)))
 
 
 class PixelDiT(nn.Module):
@@ -203,12 +203,11 @@ class PixelDiT(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def _table(self, kind: str, *args: int, device: torch.device) -> torch.Tensor:
-        """Position tables (RoPE angles, sin-cos embeddings) cached per size and device, never saved."""
+        """Position tables (RoPE rotations, sin-cos embeddings) cached per size and device, never saved."""
         key = (kind, *args, str(device))
         if key not in self._tables:
-            builder = rope_2d_angles if kind == "rope" else sincos_2d_position_embedding
-            with torch.device("cpu"):  # built on the CPU even when the model lives on "meta" (FLOP counting)
-                self._tables[key] = builder(*args).to(device)
+            builder = (lambda *a: rope_rotation(rope_2d_angles(*a))) if kind == "rope" else sincos_2d_position_embedding
+            self._tables[key] = position_table(builder, *args, device=device)
         return self._tables[key]
 
     def check_input(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> None:

@@ -20,8 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pixeldit.models.layers import (RMSNorm, SwiGLU, TimestepEmbedder, apply_rope, modulate, rope_2d_angles,
-                                    sincos_2d_position_embedding)
+from pixeldit.models.layers import (RMSNorm, SwiGLU, TimestepEmbedder, apply_rope, gated_residual, modulate,
+                                    position_table, rope_2d_angles, rope_rotation, sincos_2d_position_embedding)
 from pixeldit.models.pixeldit import PiTBlock, PixelDiTConfig, patchify
 
 TRAIN_TIMESTEPS = 1000  # the model's time input is 1000 * sigma (SANA discrete flow, 1000 training steps)
@@ -99,11 +99,11 @@ class Stream(nn.Module):
         self.norm2 = RMSNorm(dim)
         self.mlp = SwiGLU(dim, mlp_ratio)
 
-    def heads(self, h: torch.Tensor, rope_angles: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def heads(self, h: torch.Tensor, rope: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """q, k, v of h (B, N, D), each (B, heads, N, head_dim), q and k normed then rotated."""
         B, N, D = h.shape
         q, k, v = self.qkv(h).reshape(B, N, 3, self.num_heads, D // self.num_heads).unbind(2)  # (B, N, heads, hd)
-        q, k = apply_rope(self.q_norm(q), rope_angles), apply_rope(self.k_norm(k), rope_angles)
+        q, k = apply_rope(self.q_norm(q), rope), apply_rope(self.k_norm(k), rope)
         return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
 
@@ -126,10 +126,10 @@ class MMDiTBlock(nn.Module):
         joint = F.scaled_dot_product_attention(torch.cat([q_y, q_s], 2), torch.cat([k_y, k_s], 2),
                                                torch.cat([v_y, v_s], 2), attn_mask=attn_mask)  # (B, heads, T+L, hd)
         out_y, out_s = joint.transpose(1, 2).reshape(B, T + L, D).split([T, L], dim=1)
-        s = s + gate1_s * self.image.proj(out_s)
-        y = y + gate1_y * self.text.proj(out_y)
-        s = s + gate2_s * self.image.mlp(modulate(self.image.norm2(s), shift2_s, scale2_s))
-        y = y + gate2_y * self.text.mlp(modulate(self.text.norm2(y), shift2_y, scale2_y))
+        s = gated_residual(s, gate1_s, self.image.proj(out_s))
+        y = gated_residual(y, gate1_y, self.text.proj(out_y))
+        s = gated_residual(s, gate2_s, self.image.mlp(modulate(self.image.norm2(s), shift2_s, scale2_s)))
+        y = gated_residual(y, gate2_y, self.text.mlp(modulate(self.text.norm2(y), shift2_y, scale2_y)))
         return s, y
 
 
@@ -169,13 +169,12 @@ class PixelDiTT2I(nn.Module):
         nn.init.zeros_(self.final_linear.bias)
 
     def _table(self, kind: str, *args: int, device: torch.device) -> torch.Tensor:
-        """Position tables (RoPE angles, sin-cos embeddings) cached per size and device, never saved."""
+        """Position tables (RoPE rotations, sin-cos embeddings) cached per size and device, never saved."""
         key = (kind, *args, str(device))
         if key not in self._tables:
-            builders = {"rope": rope_2d_angles, "sincos": sincos_2d_position_embedding,
-                        "rope1d": lambda dim, n: rope_1d_angles(dim, n, self.config.text_rope_theta)}
-            with torch.device("cpu"):  # built on the CPU even under a meta-device context (FLOP counting)
-                self._tables[key] = builders[kind](*args).to(device)
+            builders = {"rope": lambda *a: rope_rotation(rope_2d_angles(*a)), "sincos": sincos_2d_position_embedding,
+                        "rope1d": lambda dim, n: rope_rotation(rope_1d_angles(dim, n, self.config.text_rope_theta))}
+            self._tables[key] = position_table(builders[kind], *args, device=device)
         return self._tables[key]
 
     def check_input(self, x: torch.Tensor, t: torch.Tensor, text_tokens: torch.Tensor,
