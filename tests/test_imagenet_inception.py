@@ -88,3 +88,13 @@ def test_extractor_gives_pool3_and_spatial_in_one_pass(offline):
     assert set(out) == {"pool3", "spatial"}                          # no logits without the classifier
     assert out["pool3"].shape == (2, 2048) and out["spatial"].shape == (2, 2023)
     np.testing.assert_array_equal(out["spatial"], grabbed["x"][:, :7].permute(0, 2, 3, 1).reshape(2, -1).numpy())
+
+
+def test_cpu_extractor_runs_channels_last_within_tolerance_of_the_plain_network(offline):
+    extractor = inception.InceptionFeatures(offline, "cpu")
+    assert extractor.network.Conv2d_1a_3x3.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    plain = inception.load_network(offline, "cpu")
+    images = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    with torch.inference_mode():
+        expected = plain(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous())[0].numpy()   # (2, 2048)
+    assert np.abs(extractor(images)["pool3"] - expected).max() <= 1e-4

@@ -35,7 +35,7 @@ from evaluators.imagenet.errors import InputError
 from evaluators.imagenet.inception import InceptionFeatures, InceptionWeights
 from evaluators.imagenet.sources import HashMemo, ImageSource
 
-FORMAT = "pixeldit-bench/imagenet-features/v1"
+FORMAT = "pixeldit-bench/imagenet-features/v2"   # v2: channels-last extraction on CPU
 DIMS = {"pool3": 2048, "spatial": 2023, "logits": 1008}
 
 
