@@ -1,5 +1,6 @@
 """The Snakemake workflow: config validation, dry runs for every config and profile, the embedded DAG."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -68,7 +69,9 @@ def _tiny_benchmark(tmp_path):
         "name": "tiny", "results": str(results),
         "dataset": {"name": "tiny16", "source": str(source), "resolution": 16},
         "reference": {"file": str(results / "refs" / "tiny16.npz"), "split": "train"},
-        "runs": {"t4": {"preset": "digits32-t4-smoke", "kimg": 2, "eval_kimg": [1, 2], "group": "ablation",
+        # 12 kimg: ~20 s of training after the first state, so the kill below lands mid-training (at 2 kimg
+        # the remaining 1 kimg took ~2 s and once finished before Ctrl-C arrived).
+        "runs": {"t4": {"preset": "digits32-t4-smoke", "kimg": 12, "eval_kimg": [1, 2], "group": "ablation",
                         "variant": "pixeldit", "set": {"resolution": 16, "state_kimg": 1, "snapshot_kimg": 1}}},
         "sampling": {"n": 20, "shard_size": 10, "seed": 0, "batch_size": 10,
                      "samplers": ["euler-steps4-cfg1.0-int0.0-1.0-shift1.0"]},
@@ -86,8 +89,9 @@ def test_the_dag_resumes_after_a_kill_does_nothing_twice_and_reruns_only_what_a_
     config, results = _tiny_benchmark(tmp_path)
     base = [*SNAKEMAKE, "--cores", "2", "--configfile", str(config)]
     env = ENV
+    # SIGINT back to its default: a test run started in the background (`cmd &`) inherits it ignored.
     first = subprocess.Popen(base, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             start_new_session=True)
+                             start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     state = results / "runs" / "t4" / "training-state-0000001.pt"
     deadline = time.time() + 900
     while not state.exists() and time.time() < deadline and first.poll() is None:
@@ -95,12 +99,12 @@ def test_the_dag_resumes_after_a_kill_does_nothing_twice_and_reruns_only_what_a_
     assert state.exists(), "training never wrote its first state"
     os.killpg(first.pid, signal.SIGINT)   # Ctrl-C: Snakemake stops the job and removes its (sentinel) output
     first.wait(timeout=300)
-    assert not (results / "runs" / "t4" / "network-snapshot-0000002.safetensors").exists(), "finished before the kill"
+    assert not (results / "runs" / "t4" / "network-snapshot-0000012.safetensors").exists(), "finished before the kill"
 
     second = subprocess.run([*base], cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
-    train_log = (results / "logs" / "train" / "t4-0000002.log").read_text()
-    assert "resumed from training-state-0000001.pt" in train_log
+    train_log = (results / "logs" / "train" / "t4-0000012.log").read_text()
+    assert re.search(r"resumed from training-state-00000(0[1-9]|1[01])\.pt", train_log), train_log[-2000:]
     assert (results / "report" / "report.md").exists()
 
     again = subprocess.run([*base, "-n"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
