@@ -26,7 +26,6 @@ import copy
 import json
 import multiprocessing
 import platform
-import resource
 import shutil
 import sys
 import tempfile
@@ -50,20 +49,13 @@ def _synchronize(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _peak_memory_mib(device) -> float:
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def reference_throughput(upstream: Path, config, dataset, batch: int, steps: int, align_layer: int,
                          precision: str, compile_model: bool) -> dict:
     import torch
 
     from pixeldit.data import ImageBatches, to_model_range
     from pixeldit.repa import tiny_random_encoder
+    from pixeldit.train import peak_memory_mib
 
     work = Path(tempfile.mkdtemp(prefix="pixeldit-upstream-"))
     shutil.copytree(upstream / "pixdit_core", work / "pixdit_core")
@@ -113,7 +105,7 @@ def reference_throughput(upstream: Path, config, dataset, batch: int, steps: int
             torch._foreach_add_(ema_params, net_params, alpha=1 - 0.9999)
     _synchronize(device)
     elapsed = time.perf_counter() - start
-    return {"images_per_second": steps * batch / elapsed, "steps": steps, "peak_memory_mib": _peak_memory_mib(device)}
+    return {"images_per_second": steps * batch / elapsed, "steps": steps, "peak_memory_mib": peak_memory_mib(device)}
 
 
 def _reference_in_process(upstream, config, dataset_path, batch, steps, align_layer, precision, compile_model):

@@ -426,7 +426,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
             record = {"kimg": nimg / 1000, "step": step, "lr": lr, "grad_clip": clip,
                       **{k: window[k] / window["steps"] for k in ("loss", "fm_loss", "repa_loss", "grad_norm")},
                       "spikes": window["spikes"], "images_per_second": window["steps"] * config.batch_size / elapsed,
-                      "peak_memory_mib": _peak_memory_mib(device)}
+                      "peak_memory_mib": peak_memory_mib(device)}
             log.stats(record)
             bar.set_postfix(loss=f"{record['loss']:.4f}")
             window.update(loss=0.0, fm_loss=0.0, repa_loss=0.0, grad_norm=0.0, steps=0, spikes=0, start=time.time())
@@ -478,7 +478,8 @@ def _latest_snapshot(path: Path) -> Path:
     return snapshots[-1]
 
 
-def _peak_memory_mib(device: torch.device) -> float:
+def peak_memory_mib(device: torch.device) -> float:
+    """Peak memory of this process so far: CUDA max allocated, else the peak resident set size."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     import resource
