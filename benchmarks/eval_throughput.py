@@ -34,7 +34,7 @@ import pixeldit  # noqa: E402,F401  (torchvision shim before torch-fidelity)
 import torch  # noqa: E402
 
 from evaluators.imagenet import evaluate_imagenet, resolve_weights  # noqa: E402
-from evaluators.results import write_json_atomic  # noqa: E402
+from pixeldit.infra.files import write_json_atomic# noqa: E402
 from pixeldit.data.digits import digits32_images  # noqa: E402
 
 METRICS = ["fid", "kid", "precision", "recall"]

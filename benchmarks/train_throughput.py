@@ -37,9 +37,9 @@ BF16_PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.05,
 
 
 def _device():
-    import torch
+    from pixeldit.infra.devices import resolve_device
 
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return resolve_device()
 
 
 def _synchronize(device) -> None:
@@ -140,7 +140,7 @@ def benchmark_dataset(resolution: int, root: Path) -> Path:
     """digits32 itself at 32 px; at another resolution its training digits upscaled by pixel repetition."""
     from pixeldit.data import prepare_digits32
     from pixeldit.data.digits import digits32_images, digits32_split
-    from pixeldit.data.store import DatasetWriter
+    from pixeldit.infra.datasets import DatasetWriter
 
     digits32 = root / "digits32"
     if resolution == 32:

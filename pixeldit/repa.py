@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pixeldit.weights import WeightFile, register_weight, resolve
+from pixeldit.infra.weights import WeightFile, register_weight, resolve
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

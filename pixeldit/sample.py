@@ -43,17 +43,17 @@ import logging
 import math
 import os
 import re
-import shutil
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 import torch
 
-from evaluators.results import sha256_file, write_json_atomic
 from pixeldit import flow
-from pixeldit.atomic import atomic_path
+from pixeldit.infra.devices import distributed_world, resolve_device
+from pixeldit.infra.files import check_disk_space, save_npz_atomic, sha256_file, write_json_atomic, write_npz_streamed
+from pixeldit.infra.images import QUANTIZATIONS, quantize
+from pixeldit.infra.runs import resolve_network
 from pixeldit.samplers import Sampler, VelocityModel
 
 if TYPE_CHECKING:   # pixeldit.latent imports this module (quantize)
@@ -61,13 +61,11 @@ if TYPE_CHECKING:   # pixeldit.latent imports this module (quantize)
 
 log = logging.getLogger(__name__)
 
-QUANTIZATIONS = ("round", "floor")
 LABEL_RULE = "index mod num_classes"
 NOISE_RULE = ("randn({shape}) float32 from torch.Generator(cpu).manual_seed("
               "sha256('pixeldit-bench/noise/<seed>/<index>')[:8] little-endian & (2**63-1))")
 SHARD_SCHEMA = "pixeldit-bench/sample-shard/v1"
 SAMPLES_SCHEMA = "pixeldit-bench/samples/v1"
-SNAPSHOT_PATTERN = re.compile(r"network-snapshot-(\d{7})\.safetensors")
 SHARD_PATTERN = re.compile(r"shard-(\d{7})-(\d{7})\.npz")
 GRID_COLUMNS = 10
 
@@ -98,12 +96,6 @@ def class_labels(indices: Iterable[int], num_classes: int) -> np.ndarray:
     return np.asarray(list(indices), dtype=np.int64) % num_classes
 
 
-def quantize(images: torch.Tensor, convention: str = "round") -> np.ndarray:
-    """(B, 3, H, W) float in [-1, 1] -> (B, H, W, 3) uint8 (see the module docstring for the conventions)."""
-    if convention not in QUANTIZATIONS:
-        raise ValueError(f"unknown quantisation {convention!r}; choose one of {', '.join(QUANTIZATIONS)}")
-    scaled = (images.float() + 1) * 127.5 + (0.5 if convention == "round" else 0.0)
-    return scaled.clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, 3)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -150,33 +142,10 @@ def generate(model: VelocityModel, indices: Sequence[int], sampler: Sampler, see
 # Files: network resolution, disk space, atomic npz
 
 
-def resolve_network(run_or_checkpoint: str | os.PathLike) -> Path:
-    """A run directory -> its latest `network-snapshot-<kimg>.safetensors`; a file -> itself."""
-    path = Path(run_or_checkpoint)
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path} is neither a checkpoint file nor a run directory")
-    snapshots = sorted((int(m.group(1)), p) for p in path.iterdir() if (m := SNAPSHOT_PATTERN.fullmatch(p.name)))
-    if not snapshots:
-        raise FileNotFoundError(f"run directory {path} has no network-snapshot-<kimg>.safetensors yet; "
-                                f"train longer or pass a checkpoint file")
-    return snapshots[-1][1]
 
 
-def check_disk_space(directory: Path, needed_bytes: int, what: str) -> None:
-    """Fail before sampling, not hours into it, when the output cannot fit."""
-    directory.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(directory).free
-    if needed_bytes > free:
-        raise OSError(f"{what} needs about {needed_bytes / 1e9:.2f} GB but {directory} has {free / 1e9:.2f} GB free; "
-                      f"free some space, pick another --out, or sample fewer images")
 
 
-def save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
-    """np.savez through temp file + fsync + rename."""
-    with atomic_path(path) as temp, open(temp, "wb") as handle:
-        np.savez(handle, **arrays)
 
 
 def _load_array(path: Path, name: str) -> np.ndarray:
@@ -184,19 +153,6 @@ def _load_array(path: Path, name: str) -> np.ndarray:
         return data[name]
 
 
-def _write_merged_npz(path: Path, shard_files: Sequence[Path], image_shape: tuple[int, int, int],
-                      labels: np.ndarray) -> None:
-    """Write `arr_0` (all shards' images, streamed one shard at a time) and `arr_1` = labels, uncompressed
-    like np.savez, so 50k×512² images never have to sit in memory at once."""
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
-              "shape": (len(labels), *image_shape)}
-    with atomic_path(path) as temp, zipfile.ZipFile(temp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-        with archive.open("arr_0.npy", "w", force_zip64=True) as member:
-            np.lib.format.write_array_header_1_0(member, header)
-            for shard in shard_files:
-                member.write(memoryview(np.ascontiguousarray(_load_array(shard, "arr_0"))).cast("B"))
-        with archive.open("arr_1.npy", "w", force_zip64=True) as member:
-            np.lib.format.write_array(member, labels)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -257,15 +213,8 @@ def shard_is_complete(npz_path: Path, settings: dict) -> bool:
             and sha256_file(npz_path) == sidecar.get("sha256"))
 
 
-def distributed_world() -> tuple[int, int]:
-    """(rank, world size) under torchrun / SLURM-style env vars; (0, 1) otherwise."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-def default_device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
 
 
 def sampling_settings(sampler: Sampler, seed: int, network_sha256: str, resolution: int, num_classes: int,
@@ -369,7 +318,7 @@ def sample_shards(network_path: str | os.PathLike, out_dir: str | os.PathLike, n
                      + (n * bytes_per_image * (2 if png else 1) if merge else 0), f"sampling {len(pending)} shards")
 
     model, metadata = load_network(plan.network_path, which="ema")
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     model.float().eval().to(device)
     if metadata.get("prediction", "v") != "v":   # an x-predicting network: samplers integrate its implied velocity
         model = flow.VelocityModel(model, metadata["prediction"])
@@ -509,8 +458,10 @@ def merge_shards(out_dir: str | os.PathLike, n: int | None = None, png: bool = F
     resolution = settings["resolution"]
     check_disk_space(out_dir, count * resolution * resolution * 3 * (2 if png else 1), "merging")
     npz_path = out_dir / "samples.npz"
-    _write_merged_npz(npz_path, shard_files, (resolution, resolution, 3),
-                      class_labels(range(count), settings["num_classes"]))
+    labels = class_labels(range(count), settings["num_classes"])
+    write_npz_streamed(npz_path, {"arr_0": (np.uint8, (count, resolution, resolution, 3),
+                                            (_load_array(shard, "arr_0") for shard in shard_files)),
+                                  "arr_1": (labels.dtype, labels.shape, [labels])})
     _write_pngs(out_dir, shard_files, png, grid_rows * GRID_COLUMNS)
     first_sidecar = table[0][3]
     write_json_atomic(out_dir / "samples.json", {

@@ -32,11 +32,14 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from evaluators.results import sha256_file, write_json_atomic
-from pixeldit.atomic import atomic_path
+from pixeldit.infra.files import sha256_file, write_json_atomic
+from pixeldit.infra.files import atomic_path
 from pixeldit.conditioning import TextCondition
-from pixeldit.sample import (QUANTIZATIONS, check_disk_space, default_device, distributed_world, quantize,
-                             resolve_network, sample_noise, save_npz_atomic, shard_ranges)
+from pixeldit.infra.images import QUANTIZATIONS, quantize
+from pixeldit.infra.files import check_disk_space, save_npz_atomic
+from pixeldit.infra.devices import distributed_world, resolve_device
+from pixeldit.infra.runs import resolve_network
+from pixeldit.sample import sample_noise, shard_ranges
 from pixeldit.samplers import Sampler
 from pixeldit.text_encoders import TextEncoder
 
@@ -272,7 +275,7 @@ def generate_prompt_set(network: str | os.PathLike, out_dir: str | os.PathLike, 
         return result
     check_disk_space(out_dir, sum(b - a + 1 for a, b in pending) * samples_per_prompt * resolution ** 2 * 3,
                      f"generating {len(pending)} shards")
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     generator = load_generator(plan, negative_prompt, device, autocast_bf16)
     if prompts.layout == "geneval":
         from evaluators.geneval.prompts import write_prompt_folders

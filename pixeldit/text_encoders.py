@@ -22,7 +22,7 @@ from typing import Protocol
 import torch
 import torch.nn as nn
 
-from pixeldit.weights import MissingWeightsError, WeightFile, path_of, register_weight
+from pixeldit.infra.weights import MissingWeightsError, WeightFile, path_of, register_weight
 
 # SANA's complex human instruction, verbatim from upstream t2i/configs/*.yaml (`text_encoder.chi_prompt`).
 CHI_PROMPT = "\n".join([

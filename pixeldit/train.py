@@ -30,10 +30,8 @@ import dataclasses
 import json
 import math
 import os
-import re
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -41,13 +39,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from pixeldit import flow
-from pixeldit.atomic import atomic_path
+from pixeldit.infra.devices import setup_distributed
+from pixeldit.infra.files import atomic_torch_save
+from pixeldit.infra.runs import latest_state, snapshot_path
 from pixeldit.models import PixelDiT, PixelDiTConfig, build_model, save_network
 from pixeldit.models.io import load_state, read_network_header
 from pixeldit.models.latent_dit import LatentDiT, LatentDiT_models, LatentDiTConfig, build_latent_model
 from pixeldit.models.t2i import DataTimeVelocity, PixelDiT_T2I_models, PixelDiTT2I, PixelDiTT2IConfig, build_t2i_model
 
-STATE_PATTERN = re.compile(r"training-state-(\d{7})\.pt$")
 
 
 @dataclasses.dataclass
@@ -160,18 +159,10 @@ def ema_decay(config: TrainConfig, batch: int, nimg: int) -> float:
     return 0.5 ** (batch / max(halflife, 1e-8))
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    with atomic_path(path) as temp:
-        torch.save(obj, temp)
 
 
-def latest_state(run_dir: Path) -> Path | None:
-    states = sorted(p for p in run_dir.glob("training-state-*.pt") if STATE_PATTERN.search(p.name))
-    return states[-1] if states else None
 
 
-def snapshot_path(run_dir: Path, kimg: int) -> Path:
-    return run_dir / f"network-snapshot-{kimg:07d}.safetensors"
 
 
 def build_any_model(name: str | PixelDiTConfig | LatentDiTConfig | PixelDiTT2IConfig, ablation: str | None = None,
@@ -219,18 +210,6 @@ def caption_choice(config: TrainConfig, step: int, positions: range, per_class: 
     return choice[torch.tensor(list(positions))]
 
 
-def setup_distributed() -> tuple[int, int, torch.device]:
-    """(rank, world_size, device) from torchrun's environment; a plain `python` run is rank 0 of 1."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    if torch.cuda.is_available():
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return rank, world_size, device
 
 
 def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True) -> Path:

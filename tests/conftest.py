@@ -38,7 +38,7 @@ def tiny_dataset(tmp_path_factory):
     """64 random 16x16 images in 10 classes, in the project's dataset format (training tests)."""
     import numpy as np
 
-    from pixeldit.data.store import DatasetWriter
+    from pixeldit.infra.datasets import DatasetWriter
 
     out = tmp_path_factory.mktemp("data") / "tiny16"
     rng = np.random.default_rng(0)

@@ -5,7 +5,7 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from pixeldit.data.cli import app as data_app
+from pixeldit.cli.data import app as data_app
 
 runner = CliRunner()
 cli = typer.Typer()

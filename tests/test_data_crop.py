@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixeldit.data.crop import center_crop_arr
+from pixeldit.infra.images import center_crop_arr
 
 
 def _noise_image(width, height, mode="RGB", seed=0):

@@ -3,7 +3,7 @@ import numpy as np
 from sklearn.datasets import load_digits
 
 from pixeldit.data.digits import digits32_images, digits32_split, prepare_digits32
-from pixeldit.data.store import open_dataset
+from pixeldit.infra.datasets import open_dataset
 
 
 def test_two_builds_are_byte_identical(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pixeldit.data.loader import ImageBatches, to_model_range
-from pixeldit.data.store import DatasetWriter, open_dataset
+from pixeldit.infra.datasets import DatasetWriter, open_dataset
 
 COUNT, RES = 103, 4
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pixeldit.data.digits import prepare_digits32
-from pixeldit.data.store import DatasetError, DatasetWriter, open_dataset, shard_name
+from pixeldit.infra.datasets import DatasetError, DatasetWriter, open_dataset, shard_name
 
 
 def _fields(out):

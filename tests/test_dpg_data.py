@@ -6,7 +6,7 @@ import pytest
 
 from evaluators.dpg.prompts import PROMPT_COUNT, PROMPTS_PATH, PROMPTS_SHA1, load_prompts
 from evaluators.dpg.questions import QUESTIONS_GIT_BLOB, QUESTIONS_WEIGHT, load_questions
-from pixeldit import weights
+from pixeldit.infra import weights
 
 
 def test_vendored_prompts_match_their_sha1_and_count():

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from evaluators.dpg.questions import load_questions
 from evaluators.dpg.vqa import MPLUG_MODEL_ID, ModelscopeMplugVQA, weights_sha256
-from evaluators.results import read_result
+from pixeldit.infra.results import read_result
 
 pytest.importorskip("modelscope", reason="optional modelscope stack not installed (see MODELSCOPE_INSTALL)")
 
@@ -70,7 +70,7 @@ def test_modelscope_backend_counts_only_the_exact_text_yes(mplug_dirs):
 
 
 def test_uncached_hub_id_names_the_download_command(monkeypatch, tmp_path):
-    from pixeldit.weights import MissingWeightsError
+    from pixeldit.infra.weights import MissingWeightsError
 
     monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(MissingWeightsError, match=f"modelscope download {MPLUG_MODEL_ID} --local-dir"):

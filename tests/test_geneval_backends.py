@@ -18,8 +18,8 @@ from evaluators.geneval.detectors import (CompiledOpsError, TransformersMask2For
 from evaluators.geneval.evaluate import ProtocolMismatchError, score_folder
 from evaluators.geneval.rules import Detection, Thresholds
 from evaluators.geneval.summary import read_results
-from evaluators.results import read_result
-from pixeldit.weights import MissingWeightsError
+from pixeldit.infra.results import read_result
+from pixeldit.infra.weights import MissingWeightsError
 
 # Every path, the colour classifier included, runs only when random-init detections pass the thresholds.
 LOW = Thresholds(score=0.0, counting_score=0.0)
@@ -176,7 +176,7 @@ def test_missing_weights_name_the_fetch_command(tmp_path, monkeypatch):
 def test_weights_load_from_the_registry_folder(tmp_path, monkeypatch, tiny_clip):
     """The loading code the real weights go through, fed tiny random files in the registry's places."""
     import open_clip
-    from pixeldit.weights import path_of
+    from pixeldit.infra.weights import path_of
     monkeypatch.setenv("PIXELDIT_WEIGHTS", str(tmp_path))
     model = tiny_mask2former()
     folder = path_of("geneval-mask2former-hf-weights").parent

@@ -10,7 +10,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from evaluators.geneval import prompts
-from evaluators.geneval.cli import geneval_app
+from pixeldit.cli.eval_geneval import geneval_app
 from evaluators.geneval.summary import format_summary, read_results, summarize
 from evaluators.registry import get_evaluator
 

@@ -8,10 +8,10 @@ import typer
 from typer.testing import CliRunner
 
 from evaluators.imagenet import evaluate_imagenet
-from evaluators.imagenet.cli import eval_imagenet, ref_app
+from pixeldit.cli.eval_imagenet import eval_imagenet, ref_app
 from evaluators.imagenet.inception import UNAVAILABLE_IS
 from evaluators.registry import get_evaluator
-from evaluators.results import SCHEMA, read_result
+from pixeldit.infra.results import SCHEMA, read_result
 from pixeldit.data.digits import digits32_images
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from evaluators.imagenet import inception
-from pixeldit import weights as registry
+from pixeldit.infra import weights as registry
 
 LAYERS = [("conv", "Conv2d_1a_3x3"), ("conv_1", "Conv2d_2a_3x3"), ("conv_2", "Conv2d_2b_3x3"), ("pool0", "MaxPool_1"),
           ("conv_3", "Conv2d_3b_1x1"), ("conv_4", "Conv2d_4a_3x3"), ("pool1", "MaxPool_2"), ("mixed", "Mixed_5b"),

@@ -153,7 +153,7 @@ def test_reference_card_is_json(tmp_path, digits):
 
 
 def _tiny_dataset(path, images):
-    from pixeldit.data.store import DatasetWriter
+    from pixeldit.infra.datasets import DatasetWriter
 
     with DatasetWriter(path, images.shape[1]) as writer:
         for index, image in enumerate(images):

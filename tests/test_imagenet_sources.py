@@ -52,9 +52,9 @@ def test_content_hash_is_memoised_by_file_stamp(tmp_path, monkeypatch):
     np.savez(path, arr_0=_images(4))
     memo = HashMemo(tmp_path / "memo")
     first = open_images(path).content_hash(memo)
-    import evaluators.results
+    import evaluators.imagenet.sources
 
-    monkeypatch.setattr(evaluators.results, "sha256_file", lambda *a, **k: pytest.fail("file was hashed again"))
+    monkeypatch.setattr(evaluators.imagenet.sources, "sha256_file", lambda *a, **k: pytest.fail("file was hashed again"))
     assert open_images(path).content_hash(memo) == first
     assert open_images(_images(4)).content_hash() == open_images(_images(4)).content_hash()
     assert open_images(_images(4)).content_hash() != open_images(_images(4, seed=1)).content_hash()

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from pixeldit.flow import VelocityModel
 from pixeldit.latent import load_autoencoder, save_autoencoder
 from pixeldit.latent.ae_training import AUTOENCODER_PRESETS
-from pixeldit.latent.cli import app
+from pixeldit.cli.latent import app
 from pixeldit.latent.compute import compare_presets, matched_kimg, training_flops
 from pixeldit.models.io import load_network, read_network_header, save_network
 from pixeldit.sample import plan_sampling, sample_noise, sample_shards

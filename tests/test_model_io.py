@@ -1,6 +1,5 @@
 """Weights I/O and official-checkpoint import, proven against the upstream implementation's own outputs."""
 import json
-import pickle
 
 import pytest
 import torch

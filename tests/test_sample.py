@@ -13,13 +13,15 @@ import typer
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from evaluators.results import sha256_file
+import pixeldit.infra.files
+from pixeldit.infra.files import sha256_file
 from pixeldit import sample as sampling
-from pixeldit import sampling_cli
+from pixeldit.cli import sample as sampling_cli
 from pixeldit.models import build_model
 from pixeldit.models.io import save_network
-from pixeldit.sample import (class_labels, generate, merge_shards, parse_shard_ids, plan_sampling, quantize,
-                             resolve_network, sample_noise, sample_shards)
+from pixeldit.sample import (class_labels, generate, merge_shards, parse_shard_ids, plan_sampling, sample_noise, sample_shards)
+from pixeldit.infra.images import quantize
+from pixeldit.infra.runs import resolve_network
 from pixeldit.samplers import Sampler
 
 SAMPLER = Sampler("ab2", 3, cfg_scale=2.0)  # guided at t = 1/3 and 2/3, not at t = 0
@@ -344,7 +346,7 @@ def test_wrong_kind_of_checkpoint_is_refused(tmp_path):
 
 
 def test_too_little_disk_is_refused_before_sampling(network, tmp_path, monkeypatch):
-    monkeypatch.setattr(sampling.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**6, 10**6 - 100, 100))
+    monkeypatch.setattr(pixeldit.infra.files.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**6, 10**6 - 100, 100))
     with pytest.raises(OSError, match=r"sampling 5 shards needs about 0\.00 GB but .* has 0\.00 GB free"):
         sample_shards(network, tmp_path / "out", N, SAMPLER, seed=7, shard_size=4)
     assert not list((tmp_path / "out").glob("shard-*"))

@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from evaluators.registry import register_evaluator
-from evaluators.results import make_result, sha256_file
+from pixeldit.infra.results import make_result
+from pixeldit.infra.files import sha256_file
+from pixeldit.infra.datasets import open_dataset
 
 EVALUATOR = "digits-prompt-following"
 VERSION = "1"
@@ -42,7 +44,6 @@ def fit_classifier(images: np.ndarray, labels: np.ndarray):
 @register_evaluator(EVALUATOR)
 def evaluate_prompt_following(samples: str | os.PathLike, dataset: str | os.PathLike) -> dict:
     """Result record: accuracy on the samples, the real held-out ceiling, and per-class accuracy."""
-    from pixeldit.data import open_dataset
 
     samples = Path(samples)
     with np.load(samples) as data:

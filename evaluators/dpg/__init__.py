@@ -1,7 +1,7 @@
 """DPG-Bench: yes/no VQA over the DSG question graph of 1,065 prompts, 2x2 grids of 4 samples.
 
 Importing this package registers the evaluator "dpg" and the external files it needs
-(`dpg-questions`, the BLIP VQA files) in `pixeldit.weights`.
+(`dpg-questions`, the BLIP VQA files) in `pixeldit.infra.weights`.
 """
 from evaluators.dpg.evaluate import CoverageError, evaluate_dpg
 from evaluators.dpg.layout import check_layout, crop_tiles, make_grid, write_grid

@@ -13,7 +13,8 @@ from evaluators.dpg.prompts import PROMPTS_SHA1
 from evaluators.dpg.questions import QuestionGraph, load_questions
 from evaluators.dpg.scoring import MODES, ModeScores, image_order, score_answers
 from evaluators.dpg.vqa import VQABackend, make_backend
-from evaluators.results import make_result, sha256_file
+from pixeldit.infra.results import make_result
+from pixeldit.infra.files import sha256_file
 
 EVALUATOR_VERSION = "1"
 

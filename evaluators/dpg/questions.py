@@ -12,7 +12,7 @@ import csv
 import dataclasses
 from pathlib import Path
 
-from pixeldit.weights import WeightFile, file_digests, register_weight, verify
+from pixeldit.infra.weights import WeightFile, file_digests, register_weight, verify
 
 ELLA_COMMIT = "3c228f1dc6c4d3cad0a47493816151a419f14db3"
 QUESTIONS_GIT_BLOB = "98457fc9901943f51ff9a30367250fc292533bed"

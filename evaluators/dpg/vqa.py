@@ -22,7 +22,8 @@ from typing import Any, Sequence
 
 from PIL import Image
 
-from pixeldit.weights import MissingWeightsError, WeightFile, register_weight, weights_dir
+from pixeldit.infra.devices import resolve_device
+from pixeldit.infra.weights import MissingWeightsError, WeightFile, register_weight, weights_dir
 
 BLIP_MODEL_ID = "Salesforce/blip-vqa-base"
 BLIP_DIR = "blip-vqa-base"
@@ -80,15 +81,7 @@ class VQABackend(abc.ABC):
 
 
 def pick_device(device: str = "auto") -> str:
-    import torch
-
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    return str(resolve_device(device, mps=True))
 
 
 def weights_sha256(folder: Path) -> str:

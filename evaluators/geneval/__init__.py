@@ -13,7 +13,7 @@ def require_weights(detector: str) -> None:
     """Fail before loading anything when a file the run needs is missing, naming every fetch at once."""
     from evaluators.geneval.detectors import backend_weights
     from evaluators.geneval.weights import CLIP_WEIGHTS
-    from pixeldit.weights import MissingWeightsError, path_of
+    from pixeldit.infra.weights import MissingWeightsError, path_of
     missing = [name for name in (CLIP_WEIGHTS.name, *backend_weights(detector)) if not path_of(name).is_file()]
     if missing:
         raise MissingWeightsError(

@@ -17,7 +17,7 @@ from PIL import Image
 
 from evaluators.geneval.rules import COLORS, Detection
 from evaluators.geneval.weights import CLIP_WEIGHTS, file_sha256
-from pixeldit.weights import resolve
+from pixeldit.infra.weights import resolve
 
 # OpenAI's weights were trained with QuickGELU; open_clip only switches it on by itself for the
 # "openai" tag, so a local file needs the -quickgelu config.

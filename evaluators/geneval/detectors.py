@@ -28,7 +28,7 @@ from PIL import Image
 
 from evaluators.geneval.rules import ImageDetections
 from evaluators.geneval.weights import HF_FILES, HF_REPO, MMDET_SHA256_PREFIX, MMDET_WEIGHTS, file_sha256
-from pixeldit.weights import WeightFile, resolve
+from pixeldit.infra.weights import WeightFile, resolve
 
 NUM_CLASSES = 80
 MAX_PER_IMAGE = 100

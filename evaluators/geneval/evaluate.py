@@ -22,7 +22,8 @@ from evaluators.geneval.colour import ClipColourClassifier
 from evaluators.geneval.detectors import Detector
 from evaluators.geneval.rules import ImageDetections, Thresholds, evaluate, select_detections
 from evaluators.geneval.summary import read_results, summarize
-from evaluators.results import make_result, write_json_atomic
+from pixeldit.infra.results import make_result
+from pixeldit.infra.files import write_json_atomic
 
 VERSION = "1"
 REFERENCE = "djghosh13/geneval@af4902f evaluation/evaluate_images.py + summary_scores.py"

@@ -4,8 +4,8 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from evaluators.results import sha256_file
-from pixeldit.weights import WeightFile, register_weight
+from pixeldit.infra.files import sha256_file
+from pixeldit.infra.weights import WeightFile, register_weight
 
 CLIP_WEIGHTS = register_weight(WeightFile(
     name="geneval-clip-vit-l-14",

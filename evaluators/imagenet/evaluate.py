@@ -22,15 +22,15 @@ from pathlib import Path
 import torch
 
 from evaluators.imagenet.errors import ImageNetEvalError
-from evaluators.imagenet.features import (Cache, LazyExtractor, default_batch_size, extract, feature_key,
-                                          resolve_device)
+from evaluators.imagenet.features import Cache, LazyExtractor, default_batch_size, extract, feature_key
 from evaluators.imagenet.inception import EXTRACTOR_NAME, UNAVAILABLE_IS, InceptionWeights, resolve_weights
 from evaluators.imagenet.metrics import (KID_SEED, KID_SUBSETS, PR_BLOCK, PR_K, fid_statistics, frechet_distance,
                                          inception_score, is_splits, kernel_inception_distance, kid_subset_size,
                                          precision_recall)
 from evaluators.imagenet.reference import Reference, check_compatible, open_reference, reference_summary
 from evaluators.imagenet.sources import ImageSource, open_images
-from evaluators.results import make_result
+from pixeldit.infra.devices import resolve_device
+from pixeldit.infra.results import make_result
 
 VERSION = "1"
 METRICS = ("fid", "sfid", "is", "precision", "recall", "kid")
@@ -245,7 +245,7 @@ def evaluate_imagenet(samples, reference, *, backend: str = "adm", metrics=None,
                       device=None, cache_dir=None, weights: str = "auto", expected_samples: int | None = None,
                       progress: bool = False, run: dict | None = None, model: dict | None = None,
                       sampler: dict | None = None) -> dict:
-    """Score `samples` against `reference`; returns a result record (`evaluators.results.make_result`).
+    """Score `samples` against `reference`; returns a result record (`pixeldit.infra.results.make_result`).
 
     samples: ADM `.npz` (`arr_0` uint8 NHWC), `.npy`, a folder of PNG/JPEG, a prepared dataset or a uint8
     N×H×W×3 array. reference: ADM reference batch / `build_reference` output `.npz`, or any image set.

@@ -34,6 +34,7 @@ import torch
 from evaluators.imagenet.errors import InputError
 from evaluators.imagenet.inception import InceptionFeatures, InceptionWeights
 from evaluators.imagenet.sources import HashMemo, ImageSource
+from pixeldit.infra.files import write_json_atomic
 
 FORMAT = "pixeldit-bench/imagenet-features/v2"   # v2: channels-last extraction on CPU
 DIMS = {"pool3": 2048, "spatial": 2023, "logits": 1008}
@@ -47,12 +48,6 @@ def default_cache_root() -> Path:
 def default_batch_size(device: torch.device) -> int:
     """ADM's 64 on CPU; larger on GPU, where the network is the bottleneck."""
     return 250 if device.type == "cuda" else 64
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class Cache:
@@ -86,7 +81,6 @@ class Cache:
         path = self.metrics_path(key)
         if path is None:
             return
-        from evaluators.results import write_json_atomic
 
         write_json_atomic(path, payload)
 

@@ -33,7 +33,7 @@ import torch
 
 from evaluators.imagenet.errors import ImageNetEvalError
 from evaluators.imagenet.sources import HashMemo, file_sha256, file_stamp
-from pixeldit import weights as registry
+from pixeldit.infra import weights as registry
 
 EXTRACTOR_NAME = "torch-fidelity inception-v3-compat (FeatureExtractorInceptionV3, TF1 bilinear resize to 299)"
 TORCH_FIDELITY_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"

@@ -249,10 +249,11 @@ def build_reference(images, out, res: int | None = None, *, split: str | None = 
     batches keep 10,000) for precision/recall and KID. `res` centre-crops a folder of raw images the ADM
     way; any other input must already be `res`×`res`. Returns {"path", "sha256", "checksum", "card"}.
     """
-    from evaluators.imagenet.features import Cache, LazyExtractor, default_batch_size, extract, resolve_device
+    from evaluators.imagenet.features import Cache, LazyExtractor, default_batch_size, extract
+    from pixeldit.infra.devices import resolve_device
     from evaluators.imagenet.inception import resolve_weights
     from evaluators.imagenet.metrics import fid_statistics
-    from evaluators.results import sha256_file
+    from pixeldit.infra.files import sha256_file
 
     out = Path(out)
     if out.suffix.lower() != ".npz":

@@ -24,6 +24,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from evaluators.imagenet.errors import InputError
+from pixeldit.infra.datasets import DatasetError, open_dataset
+from pixeldit.infra.files import sha256_file
+from pixeldit.infra.images import center_crop_arr
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 _QUANTISE_HINT = ("the ADM protocol needs uint8 0..255 NHWC images; quantise as the sampler should, e.g. "
@@ -71,7 +74,6 @@ def file_stamp(path: Path) -> dict:
 
 def file_sha256(path: Path, memo: HashMemo | None = None) -> str:
     """sha256 of a file's bytes, memoised by its stat stamp."""
-    from evaluators.results import sha256_file
 
     stamp = {"kind": "file-sha256", **file_stamp(path)}
     hit = memo.get(stamp) if memo else None
@@ -98,7 +100,7 @@ def check_layout(shape: Sequence[int], dtype: np.dtype, where: str, data: np.nda
     if len(shape) != 4:
         raise InputError(f"{where} has shape {tuple(shape)}; expected N×H×W×3 (NHWC) uint8 images")
     if shape[-1] != 3:
-        hint = (f"it looks channel-first (N×3×H×W): transpose with `x.transpose(0, 2, 3, 1)`"
+        hint = ("it looks channel-first (N×3×H×W): transpose with `x.transpose(0, 2, 3, 1)`"
                 if shape[1] == 3 else "grey or RGBA images must be converted to RGB")
         raise InputError(f"{where} has shape {tuple(shape)}, not N×H×W×3; {hint}")
     if shape[0] == 0:
@@ -365,7 +367,6 @@ class FolderSource(ImageSource):
         except OSError as error:                      # truncated PNG/JPEG data
             raise InputError(f"{file} is truncated or corrupt ({error}); delete or re-save it") from None
         if self.crop_to:
-            from pixeldit.data import center_crop_arr
 
             return center_crop_arr(image, self.crop_to)
         if (image.height, image.width) != self._resolution:
@@ -412,7 +413,6 @@ class DatasetSource(ImageSource):
     kind = "dataset"
 
     def __init__(self, path: Path, split: str | None = None):
-        from pixeldit.data import DatasetError, open_dataset
 
         self.path = Path(path)
         try:

@@ -19,7 +19,7 @@ import sklearn
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from pixeldit.data.store import DEFAULT_SHARD_BYTES, DatasetWriter, prepare_command
+from pixeldit.infra.datasets import DEFAULT_SHARD_BYTES, DatasetWriter, prepare_command
 
 DIGITS32_RESOLUTION = 32
 DIGITS32_REFERENCE_PER_CLASS = 50

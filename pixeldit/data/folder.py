@@ -22,8 +22,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from pixeldit.data.crop import center_crop_arr
-from pixeldit.data.store import DEFAULT_SHARD_BYTES, DatasetError, DatasetWriter, prepare_command
+from pixeldit.infra.images import center_crop_arr
+from pixeldit.infra.datasets import DEFAULT_SHARD_BYTES, DatasetError, DatasetWriter, prepare_command
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from pixeldit.data.store import ImageDataset
+from pixeldit.infra.datasets import ImageDataset
 
 
 def to_model_range(images: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ import torch
 
 from pixeldit.data import ImageDataset, open_dataset, to_model_range
 from pixeldit.latent.autoencoder import DIGITS_AE_CONFIG, LatentAutoencoder, build_vae, save_autoencoder
-from pixeldit.train import atomic_torch_save
+from pixeldit.infra.files import atomic_torch_save
 
 STATE_NAME = "training-state.pt"
 AUTOENCODER_NAME = "autoencoder.safetensors"

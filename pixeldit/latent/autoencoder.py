@@ -27,8 +27,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from pixeldit.data.loader import to_model_range
-from pixeldit.sample import quantize
-from pixeldit.weights import WeightFile, register_weight, resolve
+from pixeldit.infra.images import quantize
+from pixeldit.infra.weights import WeightFile, register_weight, resolve
 
 FORMAT = "pixeldit-bench/autoencoder/v1"
 SD_VAE = "sd-vae-ft-ema"

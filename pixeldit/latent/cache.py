@@ -24,10 +24,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from evaluators.results import sha256_file, write_json_atomic
-from pixeldit.atomic import atomic_path
+from pixeldit.infra.files import sha256_file, write_json_atomic
+from pixeldit.infra.files import atomic_path
 from pixeldit.data import ImageDataset, open_dataset
-from pixeldit.data.store import MANIFEST_NAME as DATASET_MANIFEST
+from pixeldit.infra.datasets import MANIFEST_NAME as DATASET_MANIFEST
 from pixeldit.latent.autoencoder import LatentAutoencoder
 
 SCHEMA = "pixeldit-bench/latent-cache/v1"

@@ -13,7 +13,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from pixeldit.atomic import atomic_path
+from pixeldit.infra.files import atomic_path
 from pixeldit.models.latent_dit import LatentDiT, LatentDiTConfig
 from pixeldit.models.pixeldit import PixelDiT, PixelDiTConfig
 from pixeldit.models.t2i import PixelDiTT2I, PixelDiTT2IConfig

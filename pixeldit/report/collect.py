@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from evaluators.results import protocol_key, read_result
+from pixeldit.infra.results import protocol_key, read_result
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@
 - `ablation_tables`: one per run group (`run.group`), every variant at the largest budget all reached.
 - `t2i_table`: GenEval per task + overall and DPG-Bench per L1 category + overall.
 
-Measured rows scored under different protocol cards (`evaluators.results.protocol_key`) are never
+Measured rows scored under different protocol cards (`pixeldit.infra.results.protocol_key`) are never
 mixed silently: a table refuses them unless `allow_mixed`, and then marks each row with its card.
 """
 from __future__ import annotations

@@ -14,8 +14,8 @@ import typer
 from evaluators.dpg.evaluate import CoverageError, evaluate_dpg, layout_for, modes_for
 from evaluators.dpg.questions import QuestionCSVError, load_questions
 from evaluators.dpg.vqa import BACKENDS, VQABackendUnavailable
-from evaluators.results import write_json_atomic
-from pixeldit.weights import ChecksumError, MissingWeightsError
+from pixeldit.infra.files import write_json_atomic
+from pixeldit.infra.weights import ChecksumError, MissingWeightsError
 
 EXIT_COVERAGE, EXIT_MISSING, EXIT_BAD_CSV = 3, 4, 5
 

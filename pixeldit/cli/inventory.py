@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pixeldit.train import latest_state
+from pixeldit.infra.runs import latest_state
 
 
 def list_runs(results: Path) -> list[dict]:

@@ -1,6 +1,6 @@
 """Typer commands of the reporting layer, mounted on `pixeldit-bench` by `pixeldit/cli.py`:
 
-    from pixeldit.report.cli import baselines_app, report
+    from pixeldit.cli.report import baselines_app, report
     app.command("report")(report)
     app.add_typer(baselines_app, name="baselines")
 """

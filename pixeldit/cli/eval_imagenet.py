@@ -16,8 +16,8 @@ from rich.table import Table
 from evaluators.imagenet.errors import ImageNetEvalError
 from evaluators.imagenet.evaluate import BACKENDS, METRICS, evaluate_imagenet, plan_imagenet
 from evaluators.imagenet.reference import DEFAULT_PR_IMAGES, build_reference, open_reference, reference_summary
-from evaluators.results import write_json_atomic
-from pixeldit.weights import ChecksumError, MissingWeightsError
+from pixeldit.infra.files import write_json_atomic
+from pixeldit.infra.weights import ChecksumError, MissingWeightsError
 
 EXIT_BAD_INPUT, EXIT_WEIGHTS = 1, 4
 

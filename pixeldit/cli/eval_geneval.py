@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from pixeldit.infra.devices import resolve_device
 from typer.core import TyperGroup
 
 
@@ -35,10 +37,7 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(resolve_device(device))
 
 
 @geneval_app.command("score")
@@ -62,7 +61,7 @@ def score(
     from evaluators.geneval.detectors import CompiledOpsError
     from evaluators.geneval.evaluate import ProtocolMismatchError
     from evaluators.geneval.summary import format_summary, read_results, summarize
-    from pixeldit.weights import ChecksumError, MissingWeightsError
+    from pixeldit.infra.weights import ChecksumError, MissingWeightsError
 
     out = out or images_dir.with_name(images_dir.name + "-geneval")
     try:
@@ -141,7 +140,7 @@ def check(
     """
     import evaluators.geneval as geneval
     from evaluators.geneval.detectors import CompiledOpsError, check_mmcv_ops
-    from pixeldit.weights import MissingWeightsError
+    from pixeldit.infra.weights import MissingWeightsError
     try:
         if detector == "mmdet":
             check_mmcv_ops(_resolve_device(device))

@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from evaluators.results import sha256_file, write_json_atomic
+from pixeldit.infra.files import sha256_file, write_json_atomic
 
 SCHEMA = "pixeldit-bench/dataset/v1"
 MANIFEST_NAME = "dataset.json"

@@ -85,7 +85,9 @@ def sample_run(
       pixeldit-bench sample merge DIR                                  # after all ranks are done
       pixeldit-bench sample RUN --out DIR --dry-run
     """
-    from pixeldit.sample import QUANTIZATIONS, distributed_world, parse_shard_ids, plan_sampling, sample_shards
+    from pixeldit.infra.images import QUANTIZATIONS
+    from pixeldit.infra.devices import distributed_world
+    from pixeldit.sample import parse_shard_ids, plan_sampling, sample_shards
     from pixeldit.samplers import get_sampler
 
     if quantization not in QUANTIZATIONS:

@@ -71,7 +71,7 @@ def weights_list() -> None:
     [b]Examples[/b]
       pixeldit-bench weights list
     """
-    from pixeldit import weights
+    from pixeldit.infra import weights
 
     _load_weight_registrations()
     table = Table(title=f"external files (folder: {weights.weights_dir()})")
@@ -89,7 +89,7 @@ def weights_fetch(names: Annotated[list[str], typer.Argument(help="Registry name
     [b]Examples[/b]
       pixeldit-bench weights fetch inception
     """
-    from pixeldit import weights
+    from pixeldit.infra import weights
 
     _load_weight_registrations()
     for name in names:
@@ -106,7 +106,7 @@ def weights_verify(names: Annotated[Optional[list[str]], typer.Argument(help="Na
     [b]Examples[/b]
       pixeldit-bench weights verify
     """
-    from pixeldit import weights
+    from pixeldit.infra import weights
 
     _load_weight_registrations()
     names = names or [name for name in sorted(weights.WEIGHTS) if weights.path_of(name).is_file()]
@@ -211,7 +211,7 @@ def ls_command(
       pixeldit-bench ls
       pixeldit-bench ls --results /scratch/me/results --json
     """
-    from pixeldit.inventory import list_results, list_runs, list_samples
+    from pixeldit.cli.inventory import list_results, list_runs, list_samples
 
     if not results.is_dir():
         raise fail(f"{results} is not a folder; pass --results")
@@ -233,39 +233,39 @@ def ls_command(
 
 def _mount_subcommands() -> None:
     """Sub-apps that live beside their library code."""
-    from pixeldit.data.cli import app as data_app
-    from pixeldit.report.cli import baselines_app, report
+    from pixeldit.cli.data import app as data_app
+    from pixeldit.cli.report import baselines_app, report
 
     app.add_typer(data_app, name="data", help="Prepare datasets (ADM centre crop) and inspect them.")
     app.command("report")(report)
     app.add_typer(baselines_app, name="baselines", help="Published numbers of baselines, with their sources.")
 
-    from pixeldit.sampling_cli import app as sampling_app
+    from pixeldit.cli.sample import app as sampling_app
 
     app.add_typer(sampling_app, name="sample", help="Sample images (seeded, sharded, resumable) into ADM's samples.npz.")
 
-    from pixeldit.latent.cli import app as latent_app
+    from pixeldit.cli.latent import app as latent_app
 
     app.add_typer(latent_app, name="latent", help="Latent baselines: autoencoder, latent cache, rFID reconstructions, compute.")
 
-    from evaluators.imagenet.cli import eval_imagenet, ref_app
+    from pixeldit.cli.eval_imagenet import eval_imagenet, ref_app
 
     eval_app.command("imagenet")(eval_imagenet)
     app.add_typer(ref_app, name="ref")
 
-    from evaluators.geneval.cli import geneval_app
+    from pixeldit.cli.eval_geneval import geneval_app
 
     eval_app.add_typer(geneval_app, name="geneval")
 
-    from pixeldit.t2i_cli import app as t2i_app
+    from pixeldit.cli.t2i import app as t2i_app
 
     app.add_typer(t2i_app, name="t2i", help="Text-to-image: import the released checkpoint, generate GenEval / DPG / digits.")
 
-    from evaluators.digits.cli import eval_digits
+    from pixeldit.cli.eval_digits import eval_digits
 
     eval_app.command("digits")(eval_digits)
 
-    from evaluators.dpg.cli import dpg_app, eval_dpg
+    from pixeldit.cli.eval_dpg import dpg_app, eval_dpg
 
     eval_app.command("dpg")(eval_dpg)
     app.add_typer(dpg_app, name="dpg", help="DPG-Bench helpers: check an image folder, inspect the question CSV.")
@@ -278,13 +278,11 @@ def _load_weight_registrations() -> None:
     """Import the modules that register external files, so `weights` sees the whole registry."""
     import importlib
 
-    for module in ("pixeldit.repa", "pixeldit.text_encoders", "pixeldit.latent.autoencoder", "evaluators.imagenet", "evaluators.geneval", "evaluators.dpg"):
+    for module in ("pixeldit.repa", "pixeldit.text_encoders", "pixeldit.latent.autoencoder",
+                   "evaluators.imagenet", "evaluators.geneval", "evaluators.dpg"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as error:
             if error.name != module:  # a real missing dependency, not an absent evaluator
                 raise
 
-
-if __name__ == "__main__":
-    app()

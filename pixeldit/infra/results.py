@@ -30,18 +30,10 @@ _REPORTED_PACKAGES = ("pixeldit-bench", "torch", "torch-fidelity", "clean-fid", 
                       "open-clip-torch", "transformers", "mmdet", "mmcv", "diffusers")
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks (reference batches are GBs)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def git_commit(repo: str | os.PathLike | None = None) -> str | None:
     """Commit of the checkout this package runs from, with '-dirty' when it has local changes."""
-    repo = Path(repo) if repo else Path(__file__).resolve().parents[1]
+    repo = Path(repo) if repo else Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
                                 text=True, check=True, timeout=10).stdout.strip()
@@ -84,15 +76,6 @@ def make_result(evaluator: str, version: str, values: Mapping[str, float | None]
         record["extra"] = dict(extra)
     return record
 
-
-def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
-    """Write JSON through a temp file + fsync + rename, so a killed job never leaves half a file."""
-    from pixeldit.atomic import atomic_path
-
-    with atomic_path(path) as temp, open(temp, "w") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=False, default=str)
-        handle.write("\n")
-    return Path(path)
 
 
 def read_result(path: str | os.PathLike) -> dict[str, Any]:

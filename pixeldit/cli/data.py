@@ -9,7 +9,7 @@ from rich.console import Console
 
 from pixeldit.data.digits import DIGITS32_RESOLUTION, prepare_digits32
 from pixeldit.data.folder import list_source, prepare_folder
-from pixeldit.data.store import DatasetError, read_manifest, verify_checksums
+from pixeldit.infra.datasets import DatasetError, read_manifest, verify_checksums
 
 app = typer.Typer(help="Prepare and inspect datasets (ADM centre crop → uint8 shards + manifest).",
                   no_args_is_help=True)

@@ -7,6 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from evaluators.digits import evaluate_prompt_following
+from pixeldit.infra.datasets import DatasetError
+from pixeldit.infra.files import write_json_atomic
 
 console = Console()
 errors = Console(stderr=True)
@@ -24,9 +27,6 @@ def eval_digits(
     [b]Examples[/b]
       pixeldit-bench eval digits results/samples/t2i-demo/samples.npz --dataset results/data/digits32
     """
-    from evaluators.digits import evaluate_prompt_following
-    from evaluators.results import write_json_atomic
-    from pixeldit.data import DatasetError
 
     try:
         record = evaluate_prompt_following(samples, dataset)

@@ -1,6 +1,6 @@
-"""ADM centre crop: the preprocessing behind ImageNet reference batches and DiT/SiT/REPA/PixelDiT training.
+"""Image arithmetic every layer shares: ADM's centre crop, and float images -> uint8 (two conventions).
 
-Written from the description of guided-diffusion's `center_crop_arr` (evaluators.md §1.7): halve the image
+The crop follows guided-diffusion's `center_crop_arr` (`guided_diffusion/image_datasets.py`): halve the image
 with a BOX filter while its short side is at least twice the target, resize the short side to the target
 with BICUBIC, then cut the centre square. The halving steps are part of the protocol: a single BICUBIC
 resize gives different pixels, and so different statistics from ADM's reference batches.
@@ -8,6 +8,7 @@ resize gives different pixels, and so different statistics from ADM's reference 
 from __future__ import annotations
 
 import numpy as np
+import torch
 from PIL import Image
 
 
@@ -25,3 +26,19 @@ def center_crop_arr(image: Image.Image, resolution: int) -> np.ndarray:
     top = (pixels.shape[0] - resolution) // 2
     left = (pixels.shape[1] - resolution) // 2
     return np.ascontiguousarray(pixels[top:top + resolution, left:left + resolution])  # res×res×3
+
+
+QUANTIZATIONS = ("round", "floor")
+
+
+def quantize(images: torch.Tensor, convention: str = "round") -> np.ndarray:
+    """(B, 3, H, W) float tensor in [-1, 1] -> (B, H, W, 3) uint8.
+
+    ``round`` (default) is the PixelDiT reference's ``clip((x + 1)·127.5 + 0.5, 0, 255)`` truncated to uint8,
+    i.e. round half up (DiT does the same); ``floor`` is ADM's ``image_sample.py``, ``clip((x + 1)·127.5, 0,
+    255)`` truncated. The two shift FID slightly, so every sample set records its choice.
+    """
+    if convention not in QUANTIZATIONS:
+        raise ValueError(f"unknown quantisation {convention!r}; choose one of {', '.join(QUANTIZATIONS)}")
+    scaled = (images.float() + 1) * 127.5 + (0.5 if convention == "round" else 0.0)
+    return scaled.clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, 3)

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from pixeldit.infra.devices import resolve_device
 from rich.console import Console
 from rich.table import Table
 
@@ -27,9 +29,7 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _device(device: str | None) -> str:
-    import torch
-
-    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return str(resolve_device(device))
 
 
 @app.command("train-ae")

@@ -1,0 +1,4 @@
+"""The command line: every Typer app of `pixeldit-bench`, and nothing else imports this package."""
+from pixeldit.cli.main import app
+
+__all__ = ["app"]
