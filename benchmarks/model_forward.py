@@ -24,10 +24,10 @@ def _measure(queue, impl: str, name: str, res: int, batch: int, dtype: str, devi
     import torch
 
     import pixeldit  # noqa: F401
-    from pixeldit.models import build_model
+    from pixeldit.models import build_network
 
     torch.manual_seed(0)
-    ours = build_model(name)
+    ours = build_network(name)
     cfg = ours.config
     if impl == "upstream":
         sys.path.insert(0, upstream)
@@ -82,11 +82,11 @@ def main() -> None:
     import torch
 
     import pixeldit  # noqa: F401
-    from pixeldit.models import PixelDiT_models
+    from pixeldit.models import MODELS, models_in
     from pixeldit.models.flops import count_flops
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=list(PixelDiT_models))
+    parser.add_argument("--models", nargs="+", default=list(models_in("pixeldit")))
     parser.add_argument("--res", type=int, default=32)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
@@ -98,7 +98,7 @@ def main() -> None:
 
     rows = []
     for name in args.models:
-        if args.res % PixelDiT_models[name].patch_size:
+        if args.res % MODELS[name].patch_size:
             continue
         row = {"model": name, "gflops_forward": round(count_flops(name, args.res) / 1e9, 3),
                "ours": measure("ours", name, args, device)}

@@ -176,7 +176,7 @@ def main() -> None:
     import torch
 
     import pixeldit  # noqa: F401
-    from pixeldit.latent.compute import model_forward_flops
+    from pixeldit.models.flops import model_forward_flops
     from pixeldit.models import model_config
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -48,7 +48,7 @@ def velocity_from_output(output: torch.Tensor, x_t: torch.Tensor, t: torch.Tenso
     raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
 
 
-class VelocityModel(nn.Module):
+class VelocityFromPrediction(nn.Module):
     """Wraps an x-predicting network so samplers always see model(x, t, y) -> velocity."""
 
     def __init__(self, net: nn.Module, prediction: str):

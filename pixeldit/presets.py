@@ -30,7 +30,7 @@ _DIGITS32 = dict(
     batch_size=32, total_kimg=20, lr=2e-3, prediction="x", ema_halflife_kimg=0.5, ema_rampup=0.1, time_shift=1.0,
     label_dropout=0.1, repa=None, precision="fp32", snapshot_kimg=5, state_kimg=2, log_every=10)
 
-PRESETS: dict[str, dict] = {
+TRAINING_PRESETS: dict[str, dict] = {
     "imagenet256-xl": _IMAGENET256,
     # 512²: continues from the 256² model for 530 epochs with shift 3 (upstream pix512_xl.yaml), clip 0.5
     "imagenet512-xl": {**_IMAGENET256, "dataset": "data/imagenet512", "resolution": 512,
@@ -40,8 +40,8 @@ PRESETS: dict[str, dict] = {
     "digits32-t4-smoke": {**_DIGITS32, "model": "PixelDiT-T/4", "batch_size": 16, "total_kimg": 1,
                           "snapshot_kimg": 1, "state_kimg": 1, "log_every": 5},
     # The latent baseline: DiT on the small autoencoder's 4x8x8 latents (autoencoder preset "digits32-ae",
-    # pixeldit.latent.ae_training), same recipe as digits32-s4 at the same training compute:
-    #   matched_kimg(training_flops("PixelDiT-S/4", 32, kimg=20), "LatentDiT-S/1", 32)     (pixeldit.latent.compute)
+    # pixeldit.train_autoencoder), same recipe as digits32-s4 at the same training compute:
+    #   matched_kimg(training_flops("PixelDiT-S/4", 32, kimg=20), "LatentDiT-S/1", 32)     (pixeldit.models.flops)
     #   = 20 kimg x 159.1 / 110.1 MFLOPs per forward = 28.9 kimg -> 29 (budgets are whole kimg: +0.4% compute)
     "digits32-latent-s1": {**_DIGITS32, "model": "LatentDiT-S/1", "total_kimg": 29,
                            "latent": {"cache": "results/latent/digits32-train", "autoencoder": "results/latent/digits32-ae"}},
@@ -54,21 +54,21 @@ PRESETS: dict[str, dict] = {
 _DIGITS32_T2I = {**_DIGITS32, "model": "PixelDiT-T2I-S/4", "model_overrides": {"text_max_length": 16},
                  "batch_size": 16, "lr": 1e-3, "prediction": "v", "total_kimg": 6, "snapshot_kimg": 2, "state_kimg": 1,
                  "text": {"encoder": "all-minilm-l6-v2", "captions": "digits"}}
-PRESETS["digits32-t2i-s4"] = _DIGITS32_T2I
-PRESETS["digits32-t2i-t4"] = {**_DIGITS32_T2I, "model": "PixelDiT-T2I-T/4", "batch_size": 32, "total_kimg": 20,
+TRAINING_PRESETS["digits32-t2i-s4"] = _DIGITS32_T2I
+TRAINING_PRESETS["digits32-t2i-t4"] = {**_DIGITS32_T2I, "model": "PixelDiT-T2I-T/4", "batch_size": 32, "total_kimg": 20,
                               "snapshot_kimg": 10, "state_kimg": 5, "log_every": 32}
-PRESETS["digits32-t2i-t4-smoke"] = {**_DIGITS32_T2I, "model": "PixelDiT-T2I-T/4", "batch_size": 16, "lr": 4e-4,
+TRAINING_PRESETS["digits32-t2i-t4-smoke"] = {**_DIGITS32_T2I, "model": "PixelDiT-T2I-T/4", "batch_size": 16, "lr": 4e-4,
                                     "total_kimg": 1, "snapshot_kimg": 1, "state_kimg": 1, "log_every": 5}
 # The paper's ablation ladder: 80 epochs at 256² (its Table 5) and the same rungs at the embedded scale.
 for _rung in ABLATION_LADDER:
-    PRESETS[f"imagenet256-xl-80ep-{_rung}"] = {**_IMAGENET256, "ablation": _rung,
+    TRAINING_PRESETS[f"imagenet256-xl-80ep-{_rung}"] = {**_IMAGENET256, "ablation": _rung,
                                                "total_kimg": round(80 * IMAGENET_EPOCH_KIMG), "lr_schedule": [],
                                                "grad_clip_schedule": []}
-    PRESETS[f"digits32-s4-{_rung}"] = {**_DIGITS32, "ablation": _rung}
+    TRAINING_PRESETS[f"digits32-s4-{_rung}"] = {**_DIGITS32, "ablation": _rung}
 
 
 def get_preset(name: str) -> dict:
     try:
-        return dict(PRESETS[name])
+        return dict(TRAINING_PRESETS[name])
     except KeyError:
-        raise KeyError(f"unknown training preset {name!r}; known: {', '.join(PRESETS)}") from None
+        raise KeyError(f"unknown training preset {name!r}; known: {', '.join(TRAINING_PRESETS)}") from None

@@ -44,20 +44,20 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 
 from pixeldit import flow
+from pixeldit.compute import sampling_flops
 from pixeldit.infra.devices import distributed_world, resolve_device
 from pixeldit.infra.files import check_disk_space, save_npz_atomic, sha256_file, write_json_atomic, write_npz_streamed
 from pixeldit.infra.images import QUANTIZATIONS, quantize
 from pixeldit.infra.runs import resolve_network
+from pixeldit.models.autoencoder import LatentAutoencoder, load_autoencoder
+from pixeldit.models.flops import model_forward_flops, training_flops
 from pixeldit.samplers import Sampler, VelocityModel
-
-if TYPE_CHECKING:   # pixeldit.latent imports this module (quantize)
-    from pixeldit.latent import LatentAutoencoder
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +321,7 @@ def sample_shards(network_path: str | os.PathLike, out_dir: str | os.PathLike, n
     device = resolve_device(device)
     model.float().eval().to(device)
     if metadata.get("prediction", "v") != "v":   # an x-predicting network: samplers integrate its implied velocity
-        model = flow.VelocityModel(model, metadata["prediction"])
+        model = flow.VelocityFromPrediction(model, metadata["prediction"])
     autoencoder = load_recorded_autoencoder(plan.latent, device) if plan.latent else None
     network = {"path": str(plan.network_path), "sha256": settings["network_sha256"], "weights": "ema",
                "config": metadata.get("config"), "summary": network_summary(model, metadata, sampler, plan.resolution, autoencoder)}
@@ -343,10 +343,8 @@ def sample_shards(network_path: str | os.PathLike, out_dir: str | os.PathLike, n
 
 def network_summary(model: torch.nn.Module, metadata: dict, sampler: Sampler, resolution: int,
                     autoencoder: LatentAutoencoder | None) -> dict:
-    """What the report needs about the network behind a sample set, in pixeldit.latent.compute's conventions
+    """What the report needs about the network behind a sample set, in pixeldit.models.flops's conventions
     (2 FLOPs per MAC; training = 3 forward passes per image; sampling adds one decode for latent models)."""
-    from pixeldit.latent.compute import model_forward_flops, sampling_flops, training_flops
-
     config = model.config
     kimg = metadata.get("kimg")
     return {"name": config.name, "type": "latent" if metadata["family"] == "latent-dit" else "pixel",
@@ -359,8 +357,6 @@ def network_summary(model: torch.nn.Module, metadata: dict, sampler: Sampler, re
 
 def load_recorded_autoencoder(latent: dict, device: torch.device) -> LatentAutoencoder:
     """The autoencoder a latent snapshot was trained with, refusing one whose weights changed since."""
-    from pixeldit.latent import load_autoencoder
-
     autoencoder = load_autoencoder(latent["autoencoder"], device)
     if autoencoder.fingerprint() != latent["autoencoder_fingerprint"]:
         raise ValueError(f"autoencoder {latent['autoencoder']} is not the one the model was trained with (fingerprint "

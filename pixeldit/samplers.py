@@ -215,7 +215,7 @@ class Sampler:
         return x
 
 
-PRESETS: dict[str, Sampler] = {
+SAMPLER_PRESETS: dict[str, Sampler] = {
     # PixelDiT's published ImageNet settings (c2i/README.md, HF model card).
     "paper-256": Sampler("ab2", 100, cfg_scale=2.75, cfg_min=0.1, cfg_max=0.9, shift=1.0),      # 320 ep, FID 1.61
     "paper-256-80ep": Sampler("ab2", 100, cfg_scale=3.25, cfg_min=0.1, cfg_max=1.0, shift=1.0),  # FID 2.36
@@ -239,10 +239,10 @@ PRESETS: dict[str, Sampler] = {
 
 def get_sampler(name: str) -> Sampler:
     """A preset by name, or any sampler spelled as its `key`."""
-    if name in PRESETS:
-        return PRESETS[name]
+    if name in SAMPLER_PRESETS:
+        return SAMPLER_PRESETS[name]
     try:
         return Sampler.from_key(name)
     except ValueError:
-        raise ValueError(f"unknown sampler {name!r}: use a preset ({', '.join(PRESETS)}) or a key such as "
-                         f"{PRESETS['paper-256'].key!r}") from None
+        raise ValueError(f"unknown sampler {name!r}: use a preset ({', '.join(SAMPLER_PRESETS)}) or a key such as "
+                         f"{SAMPLER_PRESETS['paper-256'].key!r}") from None

@@ -26,6 +26,7 @@ sees exactly the same numbers.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -39,14 +40,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from pixeldit import flow
+from pixeldit.data.latent_cache import open_latent_cache
 from pixeldit.infra.devices import setup_distributed
 from pixeldit.infra.files import atomic_torch_save
 from pixeldit.infra.runs import latest_state, snapshot_path
-from pixeldit.models import PixelDiT, PixelDiTConfig, build_model, save_network
+from pixeldit.models import build_network, family_of, models_in, save_network
+from pixeldit.models.autoencoder import load_autoencoder
 from pixeldit.models.io import load_state, read_network_header
-from pixeldit.models.latent_dit import LatentDiT, LatentDiT_models, LatentDiTConfig, build_latent_model
-from pixeldit.models.t2i import DataTimeVelocity, PixelDiT_T2I_models, PixelDiTT2I, PixelDiTT2IConfig, build_t2i_model
-
+from pixeldit.models.t2i import DataTimeVelocity
 
 
 @dataclasses.dataclass
@@ -102,24 +103,24 @@ class TrainConfig:
             missing = sorted({"cache", "autoencoder"} - set(self.latent))
             if missing:
                 raise ValueError(f"latent needs the keys 'cache' and 'autoencoder'; missing {missing}")
-            if self.model not in LatentDiT_models:
-                raise ValueError(f"latent training needs a latent model ({', '.join(LatentDiT_models)}), "
+            if family_of(self.model) != "latent-dit":
+                raise ValueError(f"latent training needs a latent model ({', '.join(models_in('latent-dit'))}), "
                                  f"not {self.model!r}")
             if self.ablation or self.repa:
                 raise ValueError("ablation and repa apply to PixelDiT only; unset them for a latent run")
-        elif self.model in LatentDiT_models:
+        elif family_of(self.model) == "latent-dit":
             raise ValueError(f"{self.model} works on autoencoder latents: set latent={{'cache': ..., 'autoencoder': ...}}")
         if self.text is not None:
             missing = sorted({"encoder", "captions"} - set(self.text))
             if missing:
                 raise ValueError(f"text needs the keys 'encoder' and 'captions'; missing {missing}")
-            if self.model not in PixelDiT_T2I_models:
-                raise ValueError(f"text-to-image training needs a T2I model ({', '.join(PixelDiT_T2I_models)}), "
+            if family_of(self.model) != "pixeldit-t2i":
+                raise ValueError(f"text-to-image training needs a T2I model ({', '.join(models_in('pixeldit-t2i'))}), "
                                  f"not {self.model!r}")
             if self.ablation or self.repa or self.latent or self.prediction != "v":
                 raise ValueError("a T2I run trains PixelDiT-T2I with v-prediction in pixel space: unset ablation, "
                                  "repa and latent, and keep prediction='v'")
-        elif self.model in PixelDiT_T2I_models:
+        elif family_of(self.model) == "pixeldit-t2i":
             raise ValueError(f"{self.model} is text-conditioned: set text={{'encoder': ..., 'captions': ...}}")
 
     @classmethod
@@ -163,20 +164,6 @@ def ema_decay(config: TrainConfig, batch: int, nimg: int) -> float:
 
 
 
-
-
-def build_any_model(name: str | PixelDiTConfig | LatentDiTConfig | PixelDiTT2IConfig, ablation: str | None = None,
-                    **overrides) -> PixelDiT | LatentDiT | PixelDiTT2I:
-    """A model from any registry (PixelDiT-S/4, DiT-XL/2, LatentDiT-S/1, PixelDiT-T2I-S/4, ...) or config."""
-    if isinstance(name, PixelDiTT2IConfig) or name in PixelDiT_T2I_models:
-        if ablation is not None:
-            raise ValueError(f"ablation rungs apply to the class-conditional PixelDiT only, not to {name}")
-        return build_t2i_model(name, **overrides)
-    if isinstance(name, LatentDiTConfig) or name in LatentDiT_models:
-        if ablation is not None:
-            raise ValueError(f"ablation rungs apply to PixelDiT only, not to {name}")
-        return build_latent_model(name, **overrides)
-    return build_model(name, ablation, **overrides)
 
 
 def _seed(*parts: int) -> int:
@@ -256,8 +243,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
     # ---------------------------------------------------------------- model, EMA, optimiser, REPA
     torch.manual_seed(config.seed)
     classes = {} if config.text else {"num_classes": config.num_classes}
-    net = build_any_model(config.model, config.ablation, **classes, **config.model_overrides).to(device)
-    ema = build_any_model(net.config).to(device).requires_grad_(False)
+    net = build_network(config.model, config.ablation, **classes, **config.model_overrides).to(device)
+    ema = build_network(net.config).to(device).requires_grad_(False)
     ema.load_state_dict(net.state_dict())
     repa_encoder, projector = None, None
     params = list(net.parameters())
@@ -361,7 +348,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
             x_t, v_target = flow.interpolate(x[part], noise[part], t[part])
             align_output.clear()
             sync = world_size == 1 or r == rounds - 1
-            with (model.no_sync() if not sync and hasattr(model, "no_sync") else _null()), torch.autocast(**autocast):
+            with (model.no_sync() if not sync and hasattr(model, "no_sync") else contextlib.nullcontext()), torch.autocast(**autocast):
                 output = model(x_t, t[part], *(c[part] for c in condition))
                 fm_loss = F.mse_loss(flow.velocity_from_output(output.float(), x_t, t[part], config.prediction), v_target)
                 loss = fm_loss
@@ -435,8 +422,6 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
 
 def _open_latents(config: TrainConfig):
     """The latent cache of a latent run, checked against its autoencoder, and the record snapshots keep of both."""
-    from pixeldit.latent import load_autoencoder, open_latent_cache
-
     # Loading the autoencoder here (not only at sampling) refuses a cache of another autoencoder before training.
     autoencoder = load_autoencoder(config.latent["autoencoder"])
     dataset = open_latent_cache(config.latent["cache"], autoencoder)
@@ -463,14 +448,6 @@ def peak_memory_mib(device: torch.device) -> float:
         return torch.cuda.max_memory_allocated(device) / 2**20
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 class _Logger:

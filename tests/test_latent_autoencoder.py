@@ -6,10 +6,18 @@ import torch
 from pixeldit.data import open_dataset
 from pixeldit.data.digits import digits32_images
 from pixeldit.infra.datasets import DatasetWriter
-from pixeldit.latent.ae_training import STATE_NAME, train_autoencoder
-from pixeldit.latent.autoencoder import (DIGITS_AE_CONFIG, SD_VAE, SD_VAE_SCALE, LatentAutoencoder, build_vae,
-                                         load_autoencoder, reconstruct, save_autoencoder)
 from pixeldit.infra.weights import MissingWeightsError
+from pixeldit.models.autoencoder import (
+    DIGITS_AE_CONFIG,
+    SD_VAE,
+    SD_VAE_SCALE,
+    LatentAutoencoder,
+    build_vae,
+    load_autoencoder,
+    reconstruct,
+    save_autoencoder,
+)
+from pixeldit.train_autoencoder import STATE_NAME, train_autoencoder
 
 TINY_AE = {**DIGITS_AE_CONFIG, "block_out_channels": (8, 16, 16), "norm_num_groups": 8}
 

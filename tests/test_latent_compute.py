@@ -3,11 +3,17 @@ import pytest
 import torch
 import torch.nn as nn
 
-from pixeldit.latent.autoencoder import DIGITS_AE_CONFIG
-from pixeldit.latent.compute import (decoder_flops, forward_flops, matched_kimg, model_evaluations, model_forward_flops,
-                                     sampling_flops, training_flops)
-from pixeldit.models.flops import count_flops
-from pixeldit.models.pixeldit import PixelDiT, model_config
+from pixeldit.compute import model_evaluations, sampling_flops
+from pixeldit.models import PixelDiT, model_config
+from pixeldit.models.autoencoder import DIGITS_AE_CONFIG
+from pixeldit.models.flops import (
+    count_flops,
+    decoder_flops,
+    forward_flops,
+    matched_kimg,
+    model_forward_flops,
+    training_flops,
+)
 from pixeldit.samplers import Sampler
 
 

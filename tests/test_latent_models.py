@@ -4,14 +4,14 @@ import dataclasses
 import pytest
 import torch
 
-from pixeldit.models.latent_dit import (LatentDiT, LatentDiT_models, LatentDiTConfig, build_latent_model,
-                                        latent_model_config)
+from pixeldit.models import MODELS, build_network, model_config, models_in
+from pixeldit.models.latent_dit import LatentDiT, LatentDiTConfig
 from pixeldit.models.layers import sincos_2d_position_embedding
 
 
 def meta_params(name, **overrides) -> int:
     with torch.device("meta"):
-        return sum(p.numel() for p in build_latent_model(name, **overrides).parameters())
+        return sum(p.numel() for p in build_network(name, **overrides).parameters())
 
 
 def test_published_parameter_counts():
@@ -26,7 +26,7 @@ def test_published_parameter_counts():
 
 
 def tiny(**overrides) -> LatentDiTConfig:
-    return latent_model_config("LatentDiT-S/1", depth=2, hidden_size=32, num_heads=2, **overrides)
+    return model_config("LatentDiT-S/1", depth=2, hidden_size=32, num_heads=2, **overrides)
 
 
 @pytest.mark.parametrize("overrides", [dict(), dict(patch_size=2, learn_sigma=True, time_scale=1000.0)])
@@ -68,12 +68,13 @@ def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="not divisible"):
         tiny(patch_size=3)
     with pytest.raises(KeyError, match="registered"):
-        build_latent_model("DiT-XXL/2")
+        build_network("DiT-XXL/2")
 
 
 def test_config_round_trip_and_save_network(tmp_path):
-    from pixeldit.models.io import save_network
     from safetensors.torch import load_file
+
+    from pixeldit.models.io import save_network
 
     config = tiny()
     assert LatentDiTConfig.from_dict(config.to_dict()) == config
@@ -90,8 +91,8 @@ def test_config_round_trip_and_save_network(tmp_path):
 
 
 def test_registry_names_match_entries():
-    assert all(config.name == name for name, config in LatentDiT_models.items())
-    assert dataclasses.replace(LatentDiT_models["DiT-XL/2"], time_scale=1.0, name="SiT-XL/2") == LatentDiT_models["SiT-XL/2"]
+    assert all(config.name == name for name, config in models_in("latent-dit").items())
+    assert dataclasses.replace(MODELS["DiT-XL/2"], time_scale=1.0, name="SiT-XL/2") == MODELS["SiT-XL/2"]
 
 
 def test_load_network_builds_a_latent_dit(tmp_path):

@@ -6,18 +6,19 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_latent_autoencoder import TINY_AE, random_autoencoder, write_tiny_digits
 from typer.testing import CliRunner
 
-from pixeldit.flow import VelocityModel
-from pixeldit.latent import load_autoencoder, save_autoencoder
-from pixeldit.latent.ae_training import AUTOENCODER_PRESETS
 from pixeldit.cli.latent import app
-from pixeldit.latent.compute import compare_presets, matched_kimg, training_flops
+from pixeldit.compute import compare_presets
+from pixeldit.flow import VelocityFromPrediction
+from pixeldit.models.autoencoder import load_autoencoder, save_autoencoder
+from pixeldit.models.flops import matched_kimg, training_flops
 from pixeldit.models.io import load_network, read_network_header, save_network
 from pixeldit.sample import plan_sampling, sample_noise, sample_shards
 from pixeldit.samplers import Sampler
 from pixeldit.train import TrainConfig, train
-from test_latent_autoencoder import TINY_AE, random_autoencoder, write_tiny_digits
+from pixeldit.train_autoencoder import AUTOENCODER_PRESETS
 
 runner = CliRunner()
 SAMPLER = Sampler("euler", 2, cfg_scale=2.0)
@@ -73,7 +74,7 @@ def test_latent_run_samples_uint8_images_of_the_image_resolution(work, tmp_path)
 
     # Sample i = decode(sampler(noise of the latent shape from (seed, i))), with the recorded autoencoder.
     model, _ = load_network(snapshot)
-    model = VelocityModel(model, metadata["prediction"])   # the latent preset predicts x (its network output)
+    model = VelocityFromPrediction(model, metadata["prediction"])   # the latent preset predicts x (its network output)
     noise = sample_noise(3, range(5), (4, 8, 8))
     latents = SAMPLER.sample(model, noise, torch.arange(5), null_label=10)
     np.testing.assert_array_equal(images[:5], autoencoder.decode(latents))

@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from pixeldit.cli import app
-from pixeldit.models import build_model, load_network, load_weights_into, save_network
+from pixeldit.models import build_network, load_network, load_weights_into, save_network
 from pixeldit.models.official import from_official_state_dict, import_official_checkpoint, rename_official_key
 
 
@@ -79,7 +79,7 @@ def test_truncated_checkpoints_give_a_clear_error(fixtures_dir, tmp_path):
 
 
 def test_network_round_trip_and_wrong_architecture(tmp_path):
-    model = build_model("PixelDiT-T/4")
+    model = build_network("PixelDiT-T/4")
     torch.nn.init.normal_(model.final_linear.weight)
     path = save_network(tmp_path / "snap.safetensors", model.config, net=model.state_dict(), ema=model.state_dict(),
                         metadata={"kimg": 12})
@@ -87,13 +87,13 @@ def test_network_round_trip_and_wrong_architecture(tmp_path):
     assert meta["kimg"] == 12 and meta["config"]["name"] == "PixelDiT-T/4"
     x, t, y = torch.randn(1, 3, 16, 16), torch.rand(1), torch.tensor([2])
     torch.testing.assert_close(loaded(x, t, y), model.eval()(x, t, y), atol=0, rtol=0)
-    other = build_model("PixelDiT-T/4", hidden_size=32)
+    other = build_network("PixelDiT-T/4", hidden_size=32)
     with pytest.raises(ValueError, match=r"differing fields.*hidden_size.*\(64, 32\)"):
         load_weights_into(other, path)
 
 
 def test_corrupt_or_foreign_network_files_are_refused(tmp_path):
-    model = build_model("PixelDiT-T/4")
+    model = build_network("PixelDiT-T/4")
     path = save_network(tmp_path / "snap.safetensors", model.config, net=model.state_dict())
     truncated = tmp_path / "truncated.safetensors"
     truncated.write_bytes(path.read_bytes()[:200])
@@ -116,9 +116,9 @@ def test_models_command_lists_the_registry_with_exact_counts():
 
 
 def test_text_to_image_networks_round_trip_through_the_same_format(tmp_path):
-    from pixeldit.models import build_t2i_model
+    from pixeldit.models import build_network
 
-    model = build_t2i_model("PixelDiT-T2I-T/4")
+    model = build_network("PixelDiT-T2I-T/4")
     path = save_network(tmp_path / "t2i.safetensors", model.config, ema=model.state_dict())
     loaded, meta = load_network(path)
     assert meta["family"] == "pixeldit-t2i" and type(loaded) is type(model)

@@ -4,7 +4,7 @@ import dataclasses
 import pytest
 import torch
 
-from pixeldit.models import ABLATION_LADDER, PixelDiT, PixelDiT_models, build_model, model_config
+from pixeldit.models import ABLATION_LADDER, MODELS, PixelDiT, build_network, model_config, models_in
 from pixeldit.models.flops import count_flops, count_params
 
 
@@ -33,7 +33,7 @@ def test_flops_match_the_paper_convention():
 @pytest.mark.parametrize("height, width", [(32, 32), (16, 24), (64, 32)])
 @pytest.mark.parametrize("rung", list(ABLATION_LADDER))
 def test_every_rung_maps_images_to_velocities_of_the_same_shape(rung, height, width):
-    model = build_model("PixelDiT-T/4", ablation=rung)
+    model = build_network("PixelDiT-T/4", ablation=rung)
     x = torch.randn(2, 3, height, width)
     out = model(x, torch.rand(2), torch.tensor([3, model.num_classes]))
     assert out.shape == x.shape and out.dtype == x.dtype
@@ -45,15 +45,15 @@ def test_rungs_differ_as_the_ladder_says():
     assert configs["rope-rmsnorm"].patch_block == "augmented" and configs["rope-rmsnorm"].pixel_depth == 0
     assert not configs["dual-level-no-compaction"].pixel_compaction
     assert configs["compaction-patch-adaln"].pixel_adaln == "patch"
-    assert configs["pixeldit"] == PixelDiT_models["PixelDiT-S/4"]
+    assert configs["pixeldit"] == MODELS["PixelDiT-S/4"]
     # patch-wise AdaLN has one modulation vector per patch, pixel-wise one per pixel (p^2 = 16 times more rows)
-    patch_wise = build_model("PixelDiT-S/4", ablation="compaction-patch-adaln").pixel_blocks[0].modulation
-    pixel_wise = build_model("PixelDiT-S/4").pixel_blocks[0].modulation
+    patch_wise = build_network("PixelDiT-S/4", ablation="compaction-patch-adaln").pixel_blocks[0].modulation
+    pixel_wise = build_network("PixelDiT-S/4").pixel_blocks[0].modulation
     assert pixel_wise.out_features == 16 * patch_wise.out_features
 
 
 def test_zero_initialisation_gives_zero_velocity_and_identity_blocks():
-    model = build_model("PixelDiT-T/4")
+    model = build_network("PixelDiT-T/4")
     x = torch.randn(2, 3, 16, 16)
     assert torch.count_nonzero(model(x, torch.rand(2), torch.tensor([0, 1]))) == 0
     # with only the output layer perturbed, AdaLN-Zero keeps every block an identity: the label cannot matter
@@ -66,8 +66,8 @@ def test_zero_initialisation_gives_zero_velocity_and_identity_blocks():
 
 
 def test_post_modulation_is_not_an_identity_at_initialisation():
-    pre = build_model("PixelDiT-T/4").pixel_blocks[0]
-    post = build_model("PixelDiT-T/4", pit_adaln_post_modulation=True).pixel_blocks[0]
+    pre = build_network("PixelDiT-T/4").pixel_blocks[0]
+    post = build_network("PixelDiT-T/4", pit_adaln_post_modulation=True).pixel_blocks[0]
     post.load_state_dict({k: v for k, v in pre.state_dict().items() if "modulation" not in k}, strict=False)
     pixels = torch.randn(4, 16, 8)                      # (B*L, p^2, D_pix) for B=1, a 2x2 patch grid
     s_cond = torch.randn(4, 64)
@@ -78,21 +78,21 @@ def test_post_modulation_is_not_an_identity_at_initialisation():
 
 
 def test_bad_inputs_fail_with_a_message_naming_the_problem():
-    model = build_model("PixelDiT-T/4")
+    model = build_network("PixelDiT-T/4")
     with pytest.raises(ValueError, match="not divisible by the patch size 4"):
         model(torch.randn(1, 3, 30, 32), torch.rand(1), torch.tensor([0]))
     with pytest.raises(ValueError, match="expects x of shape"):
         model(torch.randn(1, 1, 32, 32), torch.rand(1), torch.tensor([0]))
     with pytest.raises(KeyError, match="unknown model"):
-        build_model("PixelDiT-XXL/2")
+        build_network("PixelDiT-XXL/2")
     with pytest.raises(KeyError, match="unknown ablation rung"):
-        build_model("PixelDiT-T/4", ablation="no-such-rung")
+        build_network("PixelDiT-T/4", ablation="no-such-rung")
     with pytest.raises(ValueError, match="patch_block"):
         model_config("PixelDiT-T/4", patch_block="mamba")
 
 
 def test_forward_is_deterministic_and_batch_independent():
-    model = build_model("PixelDiT-T/4")
+    model = build_network("PixelDiT-T/4")
     for param in model.parameters():   # perturb the zero-initialised layers so the output carries signal
         torch.nn.init.normal_(param, std=0.05) if torch.count_nonzero(param) == 0 else None
     x, t, y = torch.randn(4, 3, 16, 16), torch.rand(4), torch.tensor([0, 1, 2, 10])
@@ -103,17 +103,17 @@ def test_forward_is_deterministic_and_batch_independent():
 
 
 def test_registry_names_follow_the_paper():
-    assert {"PixelDiT-B/16", "PixelDiT-L/16", "PixelDiT-XL/16"} <= set(PixelDiT_models)
-    xl = PixelDiT_models["PixelDiT-XL/16"]
+    assert {"PixelDiT-B/16", "PixelDiT-L/16", "PixelDiT-XL/16"} <= set(models_in("pixeldit"))
+    xl = MODELS["PixelDiT-XL/16"]
     assert (xl.patch_depth, xl.pixel_depth, xl.hidden_size, xl.num_heads, xl.patch_size, xl.pixel_hidden_size) == (26, 4, 1152, 16, 16, 16)
-    assert isinstance(build_model(dataclasses.replace(xl, patch_depth=1, pixel_depth=1, hidden_size=32, num_heads=2)), PixelDiT)
+    assert isinstance(build_network(dataclasses.replace(xl, patch_depth=1, pixel_depth=1, hidden_size=32, num_heads=2)), PixelDiT)
 
 
 @pytest.mark.parametrize("rung", ["pixeldit", "vanilla-dit"])
 def test_compiled_forward_and_backward_match_eager(rung):
     """`compile: true` in a training config must trace: position tables are built outside the graph."""
     torch.manual_seed(0)
-    model = build_model("PixelDiT-T/4", ablation=rung)
+    model = build_network("PixelDiT-T/4", ablation=rung)
     for block in model.modules():  # non-zero modulations and head, so every path carries gradient
         if isinstance(block, torch.nn.Linear):
             torch.nn.init.normal_(block.weight, std=0.02)

@@ -17,7 +17,7 @@ import pixeldit.infra.files
 from pixeldit.infra.files import sha256_file
 from pixeldit import sample as sampling
 from pixeldit.cli import sample as sampling_cli
-from pixeldit.models import build_model
+from pixeldit.models import build_network
 from pixeldit.models.io import save_network
 from pixeldit.sample import (class_labels, generate, merge_shards, parse_shard_ids, plan_sampling, sample_noise, sample_shards)
 from pixeldit.infra.images import quantize
@@ -41,7 +41,7 @@ def one_thread():
 def network(tmp_path_factory) -> Path:
     """A PixelDiT-T/4 network file (random weights; the zero-initialised output layers made non-zero)."""
     torch.manual_seed(0)
-    model = build_model("PixelDiT-T/4")
+    model = build_network("PixelDiT-T/4")
     with torch.no_grad():
         for parameter in model.parameters():
             if not parameter.any():
@@ -178,7 +178,7 @@ def test_samples_record_the_networks_size_and_compute(network, reference_dir):
     from pixeldit.models.flops import count_flops
 
     summary = json.loads((reference_dir / "samples.json").read_text())["network"]["summary"]
-    model = build_model("PixelDiT-T/4")
+    model = build_network("PixelDiT-T/4")
     forward = count_flops("PixelDiT-T/4", RESOLUTION)
     assert summary["params"] == sum(p.numel() for p in model.parameters()) and summary["type"] == "pixel"
     assert summary["gflops"] == pytest.approx(forward / 1e9) and summary["gflops_convention"] == "2flops_per_mac"
@@ -198,7 +198,7 @@ def test_x_prediction_network_is_sampled_through_its_implied_velocity(network, t
     sample_shards(x_network, tmp_path / "out", CLASSES, SAMPLER, seed=7, shard_size=CLASSES, batch_size=CLASSES,
                   merge=True)
     indices = range(CLASSES)
-    expected, _ = generate(flow.VelocityModel(model, "x"), indices, SAMPLER, 7, CLASSES, RESOLUTION, CLASSES,
+    expected, _ = generate(flow.VelocityFromPrediction(model, "x"), indices, SAMPLER, 7, CLASSES, RESOLUTION, CLASSES,
                            torch.device("cpu"))
     as_velocity, _ = generate(model, indices, SAMPLER, 7, CLASSES, RESOLUTION, CLASSES, torch.device("cpu"))
     assert np.array_equal(merged(tmp_path / "out")["arr_0"], expected)

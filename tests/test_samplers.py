@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from pixeldit.samplers import METHODS, PRESETS, Sampler, get_sampler
+from pixeldit.samplers import METHODS, SAMPLER_PRESETS, Sampler, get_sampler
 
 FIXTURE = Path(__file__).parent / "fixtures" / "reference_ab2"
 NULL = 10
@@ -143,11 +143,11 @@ def test_timesteps_grid_and_shift():
 
 
 def test_paper_presets_and_keys():
-    assert PRESETS["paper-256"].key == "ab2-steps100-cfg2.75-int0.1-0.9-shift1.0"
-    assert PRESETS["paper-512"] == Sampler("ab2", 100, 3.5, 0.1, 1.0, 2.0)
-    assert PRESETS["paper-256-80ep"] == PRESETS["paper-256-160ep"] == Sampler("ab2", 100, 3.25, 0.1, 1.0, 1.0)
-    keys = [sampler.key for sampler in PRESETS.values()]
-    for sampler in PRESETS.values():
+    assert SAMPLER_PRESETS["paper-256"].key == "ab2-steps100-cfg2.75-int0.1-0.9-shift1.0"
+    assert SAMPLER_PRESETS["paper-512"] == Sampler("ab2", 100, 3.5, 0.1, 1.0, 2.0)
+    assert SAMPLER_PRESETS["paper-256-80ep"] == SAMPLER_PRESETS["paper-256-160ep"] == Sampler("ab2", 100, 3.25, 0.1, 1.0, 1.0)
+    keys = [sampler.key for sampler in SAMPLER_PRESETS.values()]
+    for sampler in SAMPLER_PRESETS.values():
         assert Sampler.from_key(sampler.key) == sampler and get_sampler(sampler.key) == sampler
     assert len(set(keys)) == len(keys) - 1     # the 80-ep and 160-ep presets are the same sampler
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pixeldit.conditioning import ClassLabels, TextCondition
-from pixeldit.samplers import PRESETS, Sampler, get_sampler
+from pixeldit.samplers import SAMPLER_PRESETS, Sampler, get_sampler
 
 T, D = 5, 3
 
@@ -77,7 +77,7 @@ def test_class_labels_through_the_condition_object_equal_the_label_tensor_call()
 def test_text_sampling_is_deterministic_and_per_sample():
     """Same inputs, same output; a sample does not depend on the other rows of its batch."""
     noise, condition = torch.randn(3, 3, 4, 4, generator=torch.Generator().manual_seed(1)), text_condition(3)
-    sampler = PRESETS["paper-t2i-1024"]
+    sampler = SAMPLER_PRESETS["paper-t2i-1024"]
     first = sampler.sample(text_velocity, noise, condition)
     assert torch.equal(first, sampler.sample(text_velocity, noise, condition))
     alone = sampler.sample(text_velocity, noise[1:2], condition.select([1]))
@@ -179,8 +179,8 @@ def test_flow_dpm_converges_with_second_order():
 
 
 def test_t2i_presets_and_keys():
-    assert PRESETS["paper-t2i-1024"].key == "flow-dpm-steps25-cfg4.5-int0.0-1.0-shift4.0"
-    assert get_sampler(PRESETS["paper-t2i-512"].key) == PRESETS["paper-t2i-512"]
-    assert PRESETS["paper-t2i-1024"].model_evaluations == 25
-    grid = PRESETS["paper-t2i-1024"].timesteps()
+    assert SAMPLER_PRESETS["paper-t2i-1024"].key == "flow-dpm-steps25-cfg4.5-int0.0-1.0-shift4.0"
+    assert get_sampler(SAMPLER_PRESETS["paper-t2i-512"].key) == SAMPLER_PRESETS["paper-t2i-512"]
+    assert SAMPLER_PRESETS["paper-t2i-1024"].model_evaluations == 25
+    grid = SAMPLER_PRESETS["paper-t2i-1024"].timesteps()
     assert grid[-1] == 1 and 0 < grid[0] < 1e-3 and bool(torch.all(grid[1:] > grid[:-1]))

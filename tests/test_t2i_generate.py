@@ -13,7 +13,7 @@ from evaluators.dpg.layout import check_layout
 from evaluators.dpg.prompts import load_prompts
 from evaluators.geneval.prompts import iter_samples
 from pixeldit.models.io import save_network
-from pixeldit.models.t2i import build_t2i_model
+from pixeldit.models import build_network
 from pixeldit.samplers import get_sampler
 from pixeldit.t2i_generate import finish_prompt_set, generate_prompt_set, load_prompt_set
 
@@ -24,7 +24,7 @@ SAMPLER = get_sampler("euler-steps2-cfg2.0-int0.0-1.0-shift1.0")   # cheap, and 
 def network(tmp_path_factory):
     """A random-init PixelDiT-T2I-T/4 for 8x8 images, reading the tiny Gemma2 stand-in's 32-d tokens."""
     torch.manual_seed(0)
-    model = build_t2i_model("PixelDiT-T2I-T/4", text_dim=32, text_max_length=16)
+    model = build_network("PixelDiT-T2I-T/4", text_dim=32, text_max_length=16)
     with torch.no_grad():   # the zero-initialised output layer would make every image the same grey
         model.final_linear.weight.normal_(0, 0.5)
     path = tmp_path_factory.mktemp("net") / "t2i.safetensors"
@@ -104,9 +104,9 @@ def test_benchmarks_refuse_another_sample_count(network, tmp_path):
 
 
 def test_a_class_conditional_network_is_refused(tmp_path):
-    from pixeldit.models import build_model
+    from pixeldit.models import build_network
 
-    model = build_model("PixelDiT-T/4", num_classes=10)
+    model = build_network("PixelDiT-T/4", num_classes=10)
     path = save_network(tmp_path / "c2i.safetensors", model.config, ema=model.state_dict(), metadata={"resolution": 8})
     with pytest.raises(ValueError, match="not a text-to-image one"):
         generate(path, tmp_path / "out")

@@ -6,10 +6,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pixeldit.models.t2i import (DataTimeVelocity, PixelDiT_T2I_models, build_t2i_model, count_t2i_flops,
-                                 count_t2i_params, t2i_config)
-from pixeldit.models.t2i_official import (extract_t2i_denoiser, from_official_t2i_state_dict, load_t2i_checkpoint,
-                                          rename_official_t2i_key)
+from pixeldit.models import MODELS, build_network, model_config, models_in
+from pixeldit.models.flops import count_flops, count_params
+from pixeldit.models.t2i import DataTimeVelocity
+from pixeldit.models.t2i_official import (
+    extract_t2i_denoiser,
+    from_official_t2i_state_dict,
+    load_t2i_checkpoint,
+    rename_official_t2i_key,
+)
 from pixeldit.samplers import Sampler
 
 
@@ -21,8 +26,8 @@ def _golden(fixtures_dir, name):
 
 def test_parameter_count_equals_the_upstream_implementation():
     # Upstream PixDiT_T2I with t2i/configs/PixelDiT_1024px_pixel_diffusion_stage3.yaml, counted on the meta device.
-    assert count_t2i_params("PixelDiT-T2I") == 1_302_470_787
-    assert count_t2i_params("PixelDiT-T2I", pit_adaln_post_modulation=True) == 1_277_288_579
+    assert count_params("PixelDiT-T2I") == 1_302_470_787
+    assert count_params("PixelDiT-T2I", pit_adaln_post_modulation=True) == 1_277_288_579
 
 
 @pytest.mark.parametrize("variant", ["pre_modulation", "post_modulation"])
@@ -72,7 +77,7 @@ def test_unexpected_official_keys_are_refused(fixtures_dir):
 
 
 def test_shapes_at_non_square_sizes_with_any_text_length():
-    model = build_t2i_model("PixelDiT-T2I-T/4").eval()
+    model = build_network("PixelDiT-T2I-T/4").eval()
     for (height, width), length in [((12, 20), 5), ((32, 16), 32), ((4, 4), 1)]:
         x = torch.randn(2, 3, height, width)
         mask = (torch.arange(length)[None] < torch.tensor([[length], [max(length // 2, 1)]])).long()
@@ -81,7 +86,7 @@ def test_shapes_at_non_square_sizes_with_any_text_length():
 
 
 def _perturbed(name, **overrides):
-    model = build_t2i_model(name, **overrides).eval()
+    model = build_network(name, **overrides).eval()
     torch.nn.init.normal_(model.final_linear.weight, std=0.1)  # zero at init: give the output some signal
     return model
 
@@ -104,7 +109,7 @@ def test_masked_padding_has_no_influence_and_unmasked_padding_does():
 
 
 def test_initialisation_follows_upstream_t2i():
-    model = build_t2i_model("PixelDiT-T2I-S/4")
+    model = build_network("PixelDiT-T2I-S/4")
     with torch.no_grad():
         out = model(torch.randn(2, 3, 32, 32), torch.tensor([1.0, 999.0]), torch.randn(2, 32, 384))
     assert out.abs().max().item() == 0.0                     # zero output layer
@@ -117,7 +122,7 @@ def test_initialisation_follows_upstream_t2i():
 
 
 def test_bad_inputs_fail_with_a_message_naming_the_problem():
-    model = build_t2i_model("PixelDiT-T2I-T/4")
+    model = build_network("PixelDiT-T2I-T/4")
     x, t, text = torch.randn(1, 3, 16, 16), torch.tensor([3.0]), torch.randn(1, 4, 384)
     with pytest.raises(ValueError, match="patch size 4"):
         model(torch.randn(1, 3, 18, 16), t, text)
@@ -128,7 +133,7 @@ def test_bad_inputs_fail_with_a_message_naming_the_problem():
     with pytest.raises(ValueError, match="text_mask"):
         model(x, t, text, torch.ones(1, 5))
     with pytest.raises(KeyError, match="PixelDiT-T2I-S/4"):
-        build_t2i_model("PixelDiT-T2I-XL")
+        build_network("PixelDiT-T2I-XL")
 
 
 def test_adapter_lets_a_data_time_sampler_integrate_the_noise_time_model():
@@ -164,17 +169,17 @@ def _analytic_flops(config, height, width, text_length):
 
 
 def test_flops_count_every_linear_and_the_joint_attention():
-    config = PixelDiT_T2I_models["PixelDiT-T2I-T/4"]
-    assert count_t2i_flops(config, 16, 24, text_length=7) == _analytic_flops(config, 16, 24, 7)
-    full = PixelDiT_T2I_models["PixelDiT-T2I"]
-    assert count_t2i_flops(full, 512) == _analytic_flops(full, 512, 512, 300)
+    config = MODELS["PixelDiT-T2I-T/4"]
+    assert count_flops(config, 16, 24, text_length=7) == _analytic_flops(config, 16, 24, 7)
+    full = MODELS["PixelDiT-T2I"]
+    assert count_flops(full, 512) == _analytic_flops(full, 512, 512, 300)
 
 
 def test_registry_and_config_round_trip():
-    for name, config in PixelDiT_T2I_models.items():
+    for name, config in models_in("pixeldit-t2i").items():
         assert config.name == name
         assert type(config).from_dict(config.to_dict()) == config
-    assert t2i_config("PixelDiT-T2I").pixel_config().attn_hidden_size == 1152
+    assert model_config("PixelDiT-T2I").pixel_config().attn_hidden_size == 1152
     with pytest.raises(ValueError, match="unknown"):
         type(config).from_dict({**config.to_dict(), "depth": 3})
     assert dataclasses.replace(config, mask_text_padding=False) != config

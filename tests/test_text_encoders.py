@@ -4,7 +4,7 @@ import importlib.util
 import pytest
 import torch
 
-from pixeldit.models.t2i import build_t2i_model
+from pixeldit.models import build_network
 from pixeldit.text_encoders import (CHI_PROMPT, ByteTokenizer, MissingWeightsError, gemma_2_2b_it, get_text_encoder,
                                     tiny_gemma2)
 
@@ -61,7 +61,7 @@ def test_gemma_offline_error_names_the_fetch_command(tmp_path, monkeypatch):
 
 
 def test_tiny_encoder_drives_a_t2i_model(encoder):
-    model = build_t2i_model("PixelDiT-T2I-T/4", text_dim=32, text_max_length=16).eval()
+    model = build_network("PixelDiT-T2I-T/4", text_dim=32, text_max_length=16).eval()
     tokens, mask = encoder.encode(PROMPTS)
     with torch.no_grad():
         out = model(torch.randn(2, 3, 8, 12), torch.tensor([100.0, 700.0]), tokens, mask)
@@ -76,4 +76,4 @@ def test_minilm_tokens_fit_the_small_presets():
     assert mask.sum(1).tolist() == [8, 3]  # [CLS] a photo of the digit three [SEP]; [CLS] zero [SEP]
     again, _ = encoder.encode(["zero"])
     torch.testing.assert_close(again[0], tokens[1], atol=1e-5, rtol=0)
-    assert build_t2i_model("PixelDiT-T2I-S/4").config.text_dim == encoder.dim
+    assert build_network("PixelDiT-T2I-S/4").config.text_dim == encoder.dim

@@ -1,6 +1,7 @@
 """`pixeldit-bench latent ...`: the latent baseline's autoencoder, latent cache, rFID reconstructions and compute.
 
-Thin: parse, call `pixeldit.latent`, print. Mounted by `pixeldit/cli.py` with
+Thin: parse, call `pixeldit.models.autoencoder`, `pixeldit.data.latent_cache`, `pixeldit.train_autoencoder`
+and `pixeldit.compute`, print. Mounted by `pixeldit/cli.py` with
 ``app.add_typer(latent_app, name="latent")``. The latent model itself trains with `pixeldit-bench train`
 (preset `digits32-latent-s1`) and samples with `pixeldit-bench sample`, like a pixel model.
 """
@@ -47,7 +48,7 @@ def train_ae(
       pixeldit-bench latent train-ae results/data/digits32 --out /tmp/ae --kimg 1 --dry-run
     """
     from pixeldit.data import open_dataset
-    from pixeldit.latent.ae_training import AUTOENCODER_PRESETS, AutoencoderTrainConfig, train_autoencoder
+    from pixeldit.train_autoencoder import AUTOENCODER_PRESETS, AutoencoderTrainConfig, train_autoencoder
 
     if preset not in AUTOENCODER_PRESETS:
         raise _fail(f"unknown autoencoder preset {preset!r}; known: {', '.join(AUTOENCODER_PRESETS)}")
@@ -86,7 +87,8 @@ def cache(
       pixeldit-bench latent cache data/imagenet256 --ae sd-vae-ft-ema --out data/imagenet256-sdvae --dry-run
     """
     from pixeldit.data import open_dataset
-    from pixeldit.latent import cache_latents, load_autoencoder
+    from pixeldit.data.latent_cache import cache_latents
+    from pixeldit.models.autoencoder import load_autoencoder
 
     try:
         images = open_dataset(dataset, split=split)
@@ -118,7 +120,7 @@ def reconstruct_command(
       pixeldit-bench latent reconstruct results/data/digits32 --ae results/latent/digits32-ae --out results/latent/recon.npz
     """
     from pixeldit.data import open_dataset
-    from pixeldit.latent import load_autoencoder, reconstruct
+    from pixeldit.models.autoencoder import load_autoencoder, reconstruct
 
     if out.suffix != ".npz":
         raise _fail(f"--out must be a .npz file, got {out}")
@@ -148,7 +150,7 @@ def compute(
       pixeldit-bench latent compute --pixel-preset digits32-s4 --latent-preset digits32-latent-s1
       pixeldit-bench latent compute --sampler euler-50 --json
     """
-    from pixeldit.latent.compute import compare_presets
+    from pixeldit.compute import compare_presets
 
     try:
         result = compare_presets(pixel_preset, latent_preset, sampler)

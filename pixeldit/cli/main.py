@@ -39,11 +39,11 @@ def models_command(
       pixeldit-bench models
       pixeldit-bench models --res 32 --json
     """
-    from pixeldit.models import PixelDiT_models
+    from pixeldit.models import models_in
     from pixeldit.models.flops import count_flops, count_params
 
     rows = []
-    for name, config in PixelDiT_models.items():
+    for name, config in models_in("pixeldit").items():
         row = {"name": name, "patch_depth": config.patch_depth, "pixel_depth": config.pixel_depth,
                "hidden_size": config.hidden_size, "heads": config.num_heads, "patch_size": config.patch_size,
                "params": count_params(config)}
@@ -175,11 +175,11 @@ def train_command(
       pixeldit-bench train digits32-s4 --set ablation=vanilla-dit --out results/runs/vanilla-0
       torchrun --standalone --nproc_per_node 8 -m pixeldit.cli train imagenet256-xl --dataset data/imagenet256
     """
-    from pixeldit.presets import PRESETS
+    from pixeldit.presets import TRAINING_PRESETS
     from pixeldit.train import TrainConfig, train
 
     if list_presets or not preset:
-        for name, values in PRESETS.items():
+        for name, values in TRAINING_PRESETS.items():
             typer.echo(f"{name:44s} {values['model']:16s} {values['total_kimg']:>8} kimg  {values['dataset']}")
         return
     values = _parse_overrides(overrides or [])
@@ -278,7 +278,7 @@ def _load_weight_registrations() -> None:
     """Import the modules that register external files, so `weights` sees the whole registry."""
     import importlib
 
-    for module in ("pixeldit.repa", "pixeldit.text_encoders", "pixeldit.latent.autoencoder",
+    for module in ("pixeldit.repa", "pixeldit.text_encoders", "pixeldit.models.autoencoder",
                    "evaluators.imagenet", "evaluators.geneval", "evaluators.dpg"):
         try:
             importlib.import_module(module)

@@ -157,11 +157,11 @@ def sample_presets(
     [b]Examples[/b]
       pixeldit-bench sample presets
     """
-    from pixeldit.samplers import PRESETS
+    from pixeldit.samplers import SAMPLER_PRESETS
 
     rows = [{"name": name, "key": s.key, "method": s.method, "steps": s.steps, "cfg": s.cfg_scale,
              "interval": [s.cfg_min, s.cfg_max], "shift": s.shift, "forward_passes": s.model_evaluations}
-            for name, s in PRESETS.items()]
+            for name, s in SAMPLER_PRESETS.items()]
     if as_json:
         console.print_json(json.dumps(rows))
         return

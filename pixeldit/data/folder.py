@@ -18,12 +18,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterator
 
 import numpy as np
-
 from PIL import Image
 from tqdm import tqdm
 
-from pixeldit.infra.images import center_crop_arr
 from pixeldit.infra.datasets import DEFAULT_SHARD_BYTES, DatasetError, DatasetWriter, prepare_command
+from pixeldit.infra.images import center_crop_arr
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,9 @@ import numpy as np
 import torch
 
 from pixeldit.infra.datasets import ImageDataset
+from pixeldit.infra.images import to_model_range
 
-
-def to_model_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 N×3×H×W in 0..255 → float32 in [-1, 1], the model's input range."""
-    return images.to(torch.float32) / 127.5 - 1.0
+__all__ = ["ImageBatches", "to_model_range"]   # to_model_range lives in pixeldit.infra.images; kept importable here
 
 
 class ImageBatches:

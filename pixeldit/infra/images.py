@@ -1,4 +1,4 @@
-"""Image arithmetic every layer shares: ADM's centre crop, and float images -> uint8 (two conventions).
+"""Image arithmetic every layer shares: ADM's centre crop, uint8 -> the model's [-1, 1], and back (two conventions).
 
 The crop follows guided-diffusion's `center_crop_arr` (`guided_diffusion/image_datasets.py`): halve the image
 with a BOX filter while its short side is at least twice the target, resize the short side to the target
@@ -26,6 +26,11 @@ def center_crop_arr(image: Image.Image, resolution: int) -> np.ndarray:
     top = (pixels.shape[0] - resolution) // 2
     left = (pixels.shape[1] - resolution) // 2
     return np.ascontiguousarray(pixels[top:top + resolution, left:left + resolution])  # res×res×3
+
+
+def to_model_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 N×3×H×W in 0..255 → float32 in [-1, 1], the model's input range."""
+    return images.to(torch.float32) / 127.5 - 1.0
 
 
 QUANTIZATIONS = ("round", "floor")

@@ -14,25 +14,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from pixeldit.infra.files import atomic_path
-from pixeldit.models.latent_dit import LatentDiT, LatentDiTConfig
-from pixeldit.models.pixeldit import PixelDiT, PixelDiTConfig
-from pixeldit.models.t2i import PixelDiTT2I, PixelDiTT2IConfig
+from pixeldit.models.registry import FAMILIES, ModelConfig, build_network, family_of
 
 FORMAT = "pixeldit-bench/network/v1"
 WEIGHT_SETS = ("net", "ema")
-# Model families a network file can hold: header name -> (config class, model class).
-FAMILIES = {"pixeldit": (PixelDiTConfig, PixelDiT), "pixeldit-t2i": (PixelDiTT2IConfig, PixelDiTT2I),
-            "latent-dit": (LatentDiTConfig, LatentDiT)}
 
 
-def family_of(config) -> str:
-    for family, (config_class, _) in FAMILIES.items():
-        if type(config) is config_class:
-            return family
-    raise TypeError(f"no network family for config type {type(config).__name__}; known: {sorted(FAMILIES)}")
-
-
-def save_network(path: str | os.PathLike, config, *, net: dict | None = None,
+def save_network(path: str | os.PathLike, config: ModelConfig, *, net: dict | None = None,
                  ema: dict | None = None, metadata: dict | None = None) -> Path:
     """Write weights (state_dicts) and config atomically: temp file, fsync, rename."""
     if net is None and ema is None:
@@ -56,7 +44,7 @@ def save_network(path: str | os.PathLike, config, *, net: dict | None = None,
     return path
 
 
-def read_network_header(path: str | os.PathLike) -> tuple[PixelDiTConfig | PixelDiTT2IConfig, dict, list[str]]:
+def read_network_header(path: str | os.PathLike) -> tuple[ModelConfig, dict, list[str]]:
     """(config, metadata, weight sets present) of a network file, with clear errors for foreign or broken files."""
     path = Path(path)
     if not path.is_file():
@@ -74,7 +62,7 @@ def read_network_header(path: str | os.PathLike) -> tuple[PixelDiTConfig | Pixel
     family = header.get("family", "pixeldit")
     if family not in FAMILIES:
         raise ValueError(f"{path} holds a {family!r} network, which this version cannot build (known: {sorted(FAMILIES)})")
-    config = FAMILIES[family][0].from_dict(json.loads(header["config"]))
+    config = FAMILIES[family].config_class.from_dict(json.loads(header["config"]))
     metadata = {k: json.loads(v) for k, v in header.items() if k not in ("format", "family", "config")}
     metadata["family"] = family
     return config, metadata, sorted({key.split(".")[0] for key in keys})
@@ -92,7 +80,7 @@ def load_state(path: str | os.PathLike, which: str = "ema") -> dict[str, torch.T
         return {key[len(prefix):]: handle.get_tensor(key) for key in handle.keys() if key.startswith(prefix)}
 
 
-def load_weights_into(model: PixelDiT | PixelDiTT2I, path: str | os.PathLike, which: str = "ema") -> PixelDiT:
+def load_weights_into(model: torch.nn.Module, path: str | os.PathLike, which: str = "ema") -> torch.nn.Module:
     """Load a file's weights into an existing model, refusing a different architecture."""
     config, _, _ = read_network_header(path)
     if type(config) is not type(model.config) or config != model.config:
@@ -104,9 +92,9 @@ def load_weights_into(model: PixelDiT | PixelDiTT2I, path: str | os.PathLike, wh
     return model
 
 
-def load_network(path: str | os.PathLike, which: str = "ema") -> tuple[PixelDiT | PixelDiTT2I, dict]:
+def load_network(path: str | os.PathLike, which: str = "ema") -> tuple[torch.nn.Module, dict]:
     """Build the model a network file describes and load its weights: returns (model, metadata incl. config)."""
     config, metadata, _ = read_network_header(path)
-    model = FAMILIES[metadata["family"]][1](config)
+    model = build_network(config)
     model.load_state_dict(load_state(path, which))
     return model.eval(), {"config": config.to_dict(), **metadata}

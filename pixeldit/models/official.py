@@ -15,7 +15,9 @@ from pathlib import Path
 
 import torch
 
+from pixeldit.models.io import save_network
 from pixeldit.models.pixeldit import PixelDiT, PixelDiTConfig
+from pixeldit.models.registry import registered_name
 
 # (upstream pattern, our name); \1 is the block index.
 _KEY_MAP = [
@@ -128,27 +130,15 @@ def load_checkpoint_file(path: str | Path, trust_pickle: bool = False) -> dict:
 def import_official_checkpoint(checkpoint: str | Path, out: str | Path, which: str = "ema", trust_pickle: bool = False,
                                dry_run: bool = False) -> tuple[PixelDiTConfig, Path]:
     """Released `.ckpt` -> network file (weights stored under `ema.*` or `net.*` as chosen), verified by a forward."""
-    from pixeldit.models.io import save_network
-
     raw = load_checkpoint_file(checkpoint, trust_pickle)
     state = raw.get("state_dict", raw) if isinstance(raw, dict) else None
     if not isinstance(state, dict):
         raise ValueError(f"{checkpoint} holds a {type(raw).__name__}, not a state_dict")
     sd = extract_lightning_denoiser(raw, which) if any(k.startswith(("ema_denoiser.", "denoiser.")) for k in state) else state
     model = from_official_state_dict(sd)
-    config = dataclasses.replace(model.config, name=_registry_name(model.config))
+    config = dataclasses.replace(model.config, name=registered_name(model.config, ignoring=("num_classes",)))
     if not dry_run:
         weights = {"ema" if which == "ema" else "net": model.state_dict()}
         save_network(out, config, **weights, metadata={"source": str(checkpoint), "imported_from": "NVlabs/PixelDiT",
                                                        "weights": which})
     return config, Path(out)
-
-
-def _registry_name(config: PixelDiTConfig) -> str:
-    """The registry name whose architecture equals `config`, or '' for a custom one."""
-    from pixeldit.models.pixeldit import PixelDiT_models
-
-    for name, entry in PixelDiT_models.items():
-        if dataclasses.replace(entry, name="", num_classes=config.num_classes) == dataclasses.replace(config, name=""):
-            return name
-    return ""

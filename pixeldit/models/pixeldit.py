@@ -24,8 +24,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pixeldit.models.layers import (Attention, GeluMLP, RMSNorm, SwiGLU, TimestepEmbedder, gated_residual, modulate,
-                                    position_table, rope_2d_angles, rope_rotation, sincos_2d_position_embedding)
+from pixeldit.models.layers import (
+    Attention,
+    GeluMLP,
+    RMSNorm,
+    SwiGLU,
+    TimestepEmbedder,
+    gated_residual,
+    modulate,
+    position_table,
+    rope_2d_angles,
+    rope_rotation,
+    sincos_2d_position_embedding,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,25 +273,6 @@ class PixelDiT(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------
-# Registry keyed by the paper's names. B/L/XL: arXiv 2511.20645 (XL = c2i/configs/pix256_xl.yaml).
-
-def _config(name: str, **fields) -> PixelDiTConfig:
-    return PixelDiTConfig(name=name, **fields)
-
-
-PixelDiT_models: dict[str, PixelDiTConfig] = {
-    "PixelDiT-B/16": _config("PixelDiT-B/16", patch_depth=12, pixel_depth=2, hidden_size=768, num_heads=12),
-    "PixelDiT-L/16": _config("PixelDiT-L/16", patch_depth=22, pixel_depth=4, hidden_size=1024, num_heads=16),
-    "PixelDiT-XL/16": _config("PixelDiT-XL/16", patch_depth=26, pixel_depth=4, hidden_size=1152, num_heads=16),
-    # Small presets for the embedded 32x32 benchmark and tests (not from the paper).
-    # S/4 is sized for the embedded default's CPU budget: ~80 training images/s on one core, so 20 kimg
-    # (~600 steps) take ~4 minutes; 1.57M parameters, 159 MFLOPs per 32x32 forward.
-    "PixelDiT-S/4": _config("PixelDiT-S/4", patch_depth=4, pixel_depth=1, hidden_size=128, num_heads=4,
-                            patch_size=4, num_classes=10),
-    "PixelDiT-T/4": _config("PixelDiT-T/4", patch_depth=2, pixel_depth=1, hidden_size=64, num_heads=2,
-                            patch_size=4, pixel_hidden_size=8, num_classes=10),
-}
-
 # The paper's incremental ablation (its Table 5) as overrides of any registry entry.
 ABLATION_LADDER: dict[str, dict] = {
     "vanilla-dit": dict(patch_block="vanilla", pixel_depth=0),
@@ -289,24 +281,3 @@ ABLATION_LADDER: dict[str, dict] = {
     "compaction-patch-adaln": dict(pixel_adaln="patch"),
     "pixeldit": dict(),
 }
-
-
-def model_config(name: str | PixelDiTConfig, ablation: str | None = None, **overrides) -> PixelDiTConfig:
-    """Registry entry (or a given config) with an optional ablation rung and field overrides applied."""
-    if isinstance(name, PixelDiTConfig):
-        base = name
-    else:
-        try:
-            base = PixelDiT_models[name]
-        except KeyError:
-            raise KeyError(f"unknown model {name!r}; registered: {', '.join(PixelDiT_models)}") from None
-    if ablation is not None:
-        if ablation not in ABLATION_LADDER:
-            raise KeyError(f"unknown ablation rung {ablation!r}; known: {', '.join(ABLATION_LADDER)}")
-        overrides = {**ABLATION_LADDER[ablation], **overrides}
-    return dataclasses.replace(base, **overrides)
-
-
-def build_model(name: str | PixelDiTConfig, ablation: str | None = None, **overrides) -> PixelDiT:
-    """Instantiate a registry entry, e.g. build_model("PixelDiT-XL/16") or build_model("PixelDiT-S/4", ablation="vanilla-dit")."""
-    return PixelDiT(model_config(name, ablation, **overrides))

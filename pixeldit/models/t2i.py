@@ -20,8 +20,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pixeldit.models.layers import (RMSNorm, SwiGLU, TimestepEmbedder, apply_rope, gated_residual, modulate,
-                                    position_table, rope_2d_angles, rope_rotation, sincos_2d_position_embedding)
+from pixeldit.models.layers import (
+    RMSNorm,
+    SwiGLU,
+    TimestepEmbedder,
+    apply_rope,
+    gated_residual,
+    modulate,
+    position_table,
+    rope_2d_angles,
+    rope_rotation,
+    sincos_2d_position_embedding,
+)
 from pixeldit.models.pixeldit import PiTBlock, PixelDiTConfig, patchify
 
 TRAIN_TIMESTEPS = 1000  # the model's time input is 1000 * sigma (SANA discrete flow, 1000 training steps)
@@ -249,54 +259,3 @@ class DataTimeVelocity(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, text_tokens: torch.Tensor,
                 text_mask: torch.Tensor | None = None) -> torch.Tensor:
         return -self.model(x, TRAIN_TIMESTEPS * (1 - t), text_tokens, text_mask)
-
-
-# --------------------------------------------------------------------------------------------------
-# Registry. PixelDiT-T2I = t2i/configs/PixelDiT_*px_pixel_diffusion_stage*.yaml (1.3B). The small presets are not
-# from the paper: 32x32 images with all-MiniLM-L6-v2 (384-d) text tokens, for the embedded demo and tests.
-
-PixelDiT_T2I_models: dict[str, PixelDiTT2IConfig] = {
-    "PixelDiT-T2I": PixelDiTT2IConfig(name="PixelDiT-T2I"),
-    "PixelDiT-T2I-S/4": PixelDiTT2IConfig(name="PixelDiT-T2I-S/4", patch_depth=6, pixel_depth=2, hidden_size=256,
-                                          num_heads=4, patch_size=4, pixel_attn_hidden_size=None,
-                                          pixel_attn_heads=None, text_dim=384, text_max_length=32,
-                                          mask_text_padding=True),
-    "PixelDiT-T2I-T/4": PixelDiTT2IConfig(name="PixelDiT-T2I-T/4", patch_depth=2, pixel_depth=1, hidden_size=64,
-                                          num_heads=2, patch_size=4, pixel_hidden_size=8, pixel_attn_hidden_size=None,
-                                          pixel_attn_heads=None, text_dim=384, text_max_length=32,
-                                          mask_text_padding=True),
-}
-
-
-def t2i_config(name: str | PixelDiTT2IConfig, **overrides) -> PixelDiTT2IConfig:
-    """Registry entry (or a given config) with field overrides applied."""
-    if isinstance(name, PixelDiTT2IConfig):
-        return dataclasses.replace(name, **overrides)
-    try:
-        return dataclasses.replace(PixelDiT_T2I_models[name], **overrides)
-    except KeyError:
-        raise KeyError(f"unknown T2I model {name!r}; registered: {', '.join(PixelDiT_T2I_models)}") from None
-
-
-def build_t2i_model(name: str | PixelDiTT2IConfig, **overrides) -> PixelDiTT2I:
-    """Instantiate a registry entry, e.g. build_t2i_model("PixelDiT-T2I-S/4")."""
-    return PixelDiTT2I(t2i_config(name, **overrides))
-
-
-def count_t2i_flops(model: str | PixelDiTT2IConfig, height: int, width: int | None = None,
-                    text_length: int | None = None, **overrides) -> int:
-    """FLOPs of one forward pass (one image, one NFE) in the paper's convention (see `pixeldit.models.flops`):
-    2 per multiply-add of every Linear, 4·N²·C per attention, where the joint attention has N = T + L tokens.
-    T defaults to text_max_length, the length the text encoder pads to. Counted by hooks on the meta device."""
-    from pixeldit.models.flops import forward_flops
-
-    config = t2i_config(model, **overrides)
-    text_length = text_length or config.text_max_length
-    with torch.device("meta"):
-        return forward_flops(PixelDiTT2I(config), torch.empty(1, config.in_channels, height, width or height),
-                             torch.empty(1), torch.empty(1, text_length, config.text_dim))
-
-
-def count_t2i_params(model: str | PixelDiTT2IConfig, **overrides) -> int:
-    with torch.device("meta"):
-        return sum(p.numel() for p in PixelDiTT2I(t2i_config(model, **overrides)).parameters())

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from pixeldit.models.official import compile_key_map, load_checkpoint_file, rename_key
-from pixeldit.models.t2i import PixelDiT_T2I_models, PixelDiTT2I, PixelDiTT2IConfig
+from pixeldit.models.registry import registered_name
+from pixeldit.models.t2i import PixelDiTT2I, PixelDiTT2IConfig
 
 # (upstream pattern, our name); \1 is the block index.
 _KEY_MAP = [
@@ -78,7 +79,7 @@ def infer_official_t2i_config(sd: dict[str, torch.Tensor], **known) -> PixelDiTT
                   in_channels=in_channels, pit_adaln_post_modulation=post, mask_text_padding=False)
     fields.update(known)
     config = PixelDiTT2IConfig(**fields)
-    return dataclasses.replace(config, name=config.name or _registry_name(config))
+    return dataclasses.replace(config, name=config.name or registered_name(config))
 
 
 def from_official_t2i_state_dict(sd: dict[str, torch.Tensor], config: PixelDiTT2IConfig | None = None) -> PixelDiTT2I:
@@ -130,11 +131,3 @@ def load_t2i_checkpoint(path: str | Path, trust_pickle: bool = False, which: str
     if not isinstance(raw, dict):
         raise ValueError(f"{path} holds a {type(raw).__name__}, not a checkpoint dict")
     return from_official_t2i_state_dict(extract_t2i_denoiser(raw, which)).eval()
-
-
-def _registry_name(config: PixelDiTT2IConfig) -> str:
-    """The registry name whose architecture equals `config`, or '' for a custom one."""
-    for name, entry in PixelDiT_T2I_models.items():
-        if dataclasses.replace(entry, name="") == dataclasses.replace(config, name=""):
-            return name
-    return ""

@@ -5,12 +5,12 @@ Both are diffusers `AutoencoderKL`s behind one wrapper, `LatentAutoencoder`, whi
     latent = (z - shift) * scale,    z = a posterior sample of the encoder (as DiT's training script draws)
 
 - `sd-vae-ft-ema` (stabilityai, used by DiT and SiT): shift 0, scale 0.18215 for every channel (DiT).
-- the small digits32 autoencoder (`pixeldit.latent.ae_training`): per-channel shift = mean and
+- the small digits32 autoencoder (`pixeldit.train_autoencoder`): per-channel shift = mean and
   scale = 1 / std of posterior samples over its training split, stored in its file.
 
 Encoding draws the posterior sample of image `indices[k]` from its own generator seeded by (seed, index),
 so a latent does not depend on the batch it was encoded in (the latent cache relies on that).
-Decoding quantises like the sampler (`pixeldit.sample.quantize`, round half up) to uint8 NHWC.
+Decoding quantises like the sampler (`pixeldit.infra.images.quantize`, round half up) to uint8 NHWC.
 """
 from __future__ import annotations
 
@@ -24,10 +24,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
-from pixeldit.data.loader import to_model_range
-from pixeldit.infra.images import quantize
+from pixeldit.infra.files import atomic_path, save_npz_atomic
+from pixeldit.infra.images import quantize, to_model_range
 from pixeldit.infra.weights import WeightFile, register_weight, resolve
 
 FORMAT = "pixeldit-bench/autoencoder/v1"
@@ -53,10 +53,14 @@ DIGITS_AE_CONFIG = dict(in_channels=3, out_channels=3, latent_channels=4, layers
                         act_fn="silu", block_out_channels=(32, 64, 64), sample_size=32,
                         down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3)
 
+# Architectures by name, so compute can be counted for an autoencoder that is not on disk (or not yet trained).
+AUTOENCODER_ARCHITECTURES: dict[str, dict] = {SD_VAE: SD_VAE_CONFIG, "digits32-ae": DIGITS_AE_CONFIG}
+
 
 def build_vae(config: dict):
     """A randomly initialised diffusers AutoencoderKL of the given architecture."""
-    from diffusers import AutoencoderKL   # needs the torchvision shim, which `import pixeldit` installed
+    # lazy: diffusers is optional (the `latent` extra); it needs the torchvision shim `import pixeldit` installed
+    from diffusers import AutoencoderKL
 
     return AutoencoderKL(**config)
 
@@ -65,6 +69,18 @@ def architecture_of(vae) -> dict:
     """The public (non-underscore) config entries of an AutoencoderKL, JSON-ready."""
     return {key: list(value) if isinstance(value, tuple) else value
             for key, value in dict(vae.config).items() if not key.startswith("_")}
+
+
+def autoencoder_architecture(autoencoder: LatentAutoencoder | dict | str) -> dict:
+    """The AutoencoderKL config of a loaded autoencoder, a config dict, or a name of AUTOENCODER_ARCHITECTURES."""
+    if isinstance(autoencoder, LatentAutoencoder):
+        return architecture_of(autoencoder.vae)
+    if isinstance(autoencoder, dict):
+        return autoencoder
+    if autoencoder in AUTOENCODER_ARCHITECTURES:
+        return AUTOENCODER_ARCHITECTURES[autoencoder]
+    raise TypeError(f"expected a LatentAutoencoder, an AutoencoderKL config dict or an architecture name "
+                    f"({', '.join(AUTOENCODER_ARCHITECTURES)}), got {autoencoder!r}")
 
 
 def per_image_noise(seed: int, indices: Sequence[int], shape: Sequence[int]) -> torch.Tensor:
@@ -162,11 +178,8 @@ def save_autoencoder(path: str | os.PathLike, autoencoder: LatentAutoencoder, me
               "shift": json.dumps(autoencoder.shift.tolist()), "scale": json.dumps(autoencoder.scale.tolist()),
               **{key: json.dumps(value) for key, value in (metadata or {}).items()}}
     state = {key: value.detach().cpu().contiguous() for key, value in autoencoder.vae.state_dict().items()}
-    temp = path.with_name(f".{path.name}.partial")
-    save_file(state, str(temp), metadata=header)
-    with open(temp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
+    with atomic_path(path) as temp:
+        save_file(state, str(temp), metadata=header)
     sidecar = {key: json.loads(value) for key, value in header.items() if key != "format"}
     path.with_suffix(".json").write_text(json.dumps({"format": FORMAT, **sidecar}, indent=2) + "\n")
     return path
@@ -198,8 +211,7 @@ def load_autoencoder(source: str | os.PathLike, device: str | torch.device = "cp
 
 def load_sd_vae(device: str | torch.device = "cpu") -> LatentAutoencoder:
     """The real stabilityai/sd-vae-ft-ema with DiT's fixed scale 0.18215."""
-    from diffusers import AutoencoderKL
-    from safetensors.torch import load_file
+    from diffusers import AutoencoderKL  # lazy: diffusers is optional (the `latent` extra)
 
     config = json.loads(resolve(f"{SD_VAE}-config").read_text())
     vae = AutoencoderKL.from_config(config)
@@ -226,9 +238,5 @@ def reconstruct(autoencoder: LatentAutoencoder, dataset, *, batch_size: int = 64
         labels.append(batch_labels)
     reconstructions = np.concatenate(chunks)                                      # (N, H, W, 3) uint8
     if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        temp = out.with_name(f".{out.name}.partial.npz")
-        np.savez(temp, arr_0=reconstructions, arr_1=np.concatenate(labels))
-        os.replace(temp, out)
+        save_npz_atomic(out, arr_0=reconstructions, arr_1=np.concatenate(labels))
     return reconstructions

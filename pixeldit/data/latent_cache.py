@@ -24,11 +24,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pixeldit.infra.files import sha256_file, write_json_atomic
-from pixeldit.infra.files import atomic_path
-from pixeldit.data import ImageDataset, open_dataset
 from pixeldit.infra.datasets import MANIFEST_NAME as DATASET_MANIFEST
-from pixeldit.latent.autoencoder import LatentAutoencoder
+from pixeldit.infra.datasets import ImageDataset, open_dataset
+from pixeldit.infra.files import atomic_path, sha256_file, write_json_atomic
+from pixeldit.models.autoencoder import LatentAutoencoder
 
 SCHEMA = "pixeldit-bench/latent-cache/v1"
 MANIFEST_NAME = "latents.json"

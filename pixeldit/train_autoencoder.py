@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pixeldit.data import ImageDataset, open_dataset, to_model_range
-from pixeldit.latent.autoencoder import DIGITS_AE_CONFIG, LatentAutoencoder, build_vae, save_autoencoder
+from pixeldit.infra.datasets import ImageDataset, open_dataset
 from pixeldit.infra.files import atomic_torch_save
+from pixeldit.infra.images import to_model_range
+from pixeldit.models.autoencoder import DIGITS_AE_CONFIG, LatentAutoencoder, build_vae, save_autoencoder
 
 STATE_NAME = "training-state.pt"
 AUTOENCODER_NAME = "autoencoder.safetensors"
