@@ -55,7 +55,7 @@ def reference_throughput(upstream: Path, config, dataset, batch: int, steps: int
 
     from pixeldit.data import ImageBatches, to_model_range
     from pixeldit.repa import tiny_random_encoder
-    from pixeldit.train import peak_memory_mib
+    from pixeldit.infra.devices import peak_memory_mib
 
     work = Path(tempfile.mkdtemp(prefix="pixeldit-upstream-"))
     shutil.copytree(upstream / "pixdit_core", work / "pixdit_core")

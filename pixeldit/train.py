@@ -41,7 +41,9 @@ import torch.nn.functional as F
 
 from pixeldit import flow
 from pixeldit.data.latent_cache import open_latent_cache
-from pixeldit.infra.devices import setup_distributed
+from pixeldit.data import ImageBatches, open_dataset, to_model_range
+from pixeldit.data.captions import cached_caption_embeddings
+from pixeldit.infra.devices import peak_memory_mib, setup_distributed
 from pixeldit.infra.files import atomic_torch_save
 from pixeldit.infra.runs import latest_state, snapshot_path
 from pixeldit.models import build_network, family_of, models_in, save_network
@@ -160,12 +162,6 @@ def ema_decay(config: TrainConfig, batch: int, nimg: int) -> float:
     return 0.5 ** (batch / max(halflife, 1e-8))
 
 
-
-
-
-
-
-
 def _seed(*parts: int) -> int:
     """A 63-bit seed mixed from integers (numpy's SeedSequence: stable across runs and platforms)."""
     return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0]) >> 1
@@ -201,44 +197,13 @@ def caption_choice(config: TrainConfig, step: int, positions: range, per_class: 
 
 def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True) -> Path:
     """Train (or resume) until config.total_kimg; returns the final network snapshot."""
-    from pixeldit.data import ImageBatches, open_dataset, to_model_range
-
     rank, world_size, device = setup_distributed()
     is_main = rank == 0
     run_dir = Path(run_dir)
     final_snapshot = snapshot_path(run_dir, config.total_kimg)
-
-    # ---------------------------------------------------------------- run directory and config
-    config_path = run_dir / "config.json"
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if config_path.exists():
-            stored = json.loads(config_path.read_text())
-            current = json.loads(json.dumps(dataclasses.asdict(config)))
-            changed = {k: (stored.get(k), v) for k, v in current.items() if stored.get(k) != v and k not in RESUMABLE_CHANGES}
-            if changed:
-                raise ValueError(f"{run_dir} was started with other settings {changed} (stored, now); "
-                                 f"use another --out or the original settings to resume")
-        config_path.write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
-    log = _Logger(run_dir, is_main)
-    if config.deterministic:
-        torch.use_deterministic_algorithms(True)
-
-    # ---------------------------------------------------------------- data
-    latent_record = None
-    if config.latent:
-        dataset, latent_record = _open_latents(config)
-    else:
-        dataset = open_dataset(config.dataset, split="train")
-    if dataset.resolution != config.resolution:
-        source = f"latent cache {config.latent['cache']}" if config.latent else f"dataset {config.dataset}"
-        raise ValueError(f"{source} is {dataset.resolution}px but the config says {config.resolution}px")
-    if config.batch_size % world_size:
-        raise ValueError(f"global batch {config.batch_size} is not divisible by {world_size} processes")
-    batch_per_rank = config.batch_size // world_size
-    batch_gpu = config.batch_gpu or batch_per_rank
-    if batch_per_rank % batch_gpu:
-        raise ValueError(f"per-process batch {batch_per_rank} is not divisible by batch_gpu {batch_gpu}")
+    log = _open_run_dir(config, run_dir, is_main)
+    data = training_data(config, device)                      # images, latents or captioned images
+    batch_per_rank, batch_gpu = _batch_split(config, world_size)
 
     # ---------------------------------------------------------------- model, EMA, optimiser, REPA
     torch.manual_seed(config.seed)
@@ -246,168 +211,77 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
     net = build_network(config.model, config.ablation, **classes, **config.model_overrides).to(device)
     ema = build_network(net.config).to(device).requires_grad_(False)
     ema.load_state_dict(net.state_dict())
-    repa_encoder, projector = None, None
-    params = list(net.parameters())
-    if config.repa:
-        from pixeldit.repa import ENCODERS, RepaProjector
-
-        repa_encoder = ENCODERS[config.repa["encoder"]](device)
-        projector = RepaProjector(net.config.hidden_size, repa_encoder.embed_dim, config.repa.get("projector_dim")).to(device)
-        params += list(projector.parameters())
+    repa = Repa(config.repa, net, device) if config.repa else None
+    params = list(net.parameters()) + (list(repa.projector.parameters()) if repa else [])
     optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
-    sample_shape = (3, config.resolution, config.resolution)        # one training sample (and its noise)
-    if config.latent:
-        sample_shape = (net.config.in_channels, net.config.input_size, net.config.input_size)
-        if dataset.latent_shape != sample_shape:
-            raise ValueError(f"latent cache {config.latent['cache']} holds latents {dataset.latent_shape} but "
-                             f"{config.model} takes {sample_shape}; set model_overrides (input_size, in_channels) "
-                             f"or use a cache of matching images and autoencoder")
+    data.prepare(net, run_dir, is_main, world_size)
 
-    captions = None
-    if config.text:
-        from pixeldit.data.captions import cached_caption_embeddings
-
-        captions_file = run_dir / "captions.safetensors"
-        caption_args = (captions_file, config.text["captions"], config.text["encoder"], net.config.text_max_length)
-        if is_main:  # the encoder runs once, on rank 0; the others read its file
-            cached_caption_embeddings(*caption_args)
-        if world_size > 1:
-            dist.barrier()
-        captions = cached_caption_embeddings(*caption_args).to(device)
-        if captions.tokens.shape[0] != config.num_classes:
-            raise ValueError(f"caption set {config.text['captions']!r} has {captions.tokens.shape[0]} classes but the "
-                             f"config says num_classes={config.num_classes}")
-
-    nimg, step, loader_state, loss_mean = 0, 0, None, None
-    state_file = latest_state(run_dir)
-    if state_file is not None:  # resume: the newest complete state
-        state = torch.load(state_file, map_location="cpu", weights_only=True)
-        net.load_state_dict(state["net"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        if projector is not None:
-            projector.load_state_dict(state["projector"])
-        nimg, step, loader_state, loss_mean = state["nimg"], state["step"], state["loader"], state["loss_mean"]
-        torch.set_rng_state(state["torch_rng"])
-        log.truncate_stats(after_step=step)  # drop records of steps the killed run made after this state
-        log(f"resumed from {state_file.name} at {nimg / 1000:.3f} kimg, step {step}")
-    elif config.init_from:
-        source = _latest_snapshot(Path(config.init_from))
-        for model, which in ((net, "net"), (ema, "ema")):
-            model.load_state_dict(load_state(source, which))
-        log(f"initialised from {source}")
-    if nimg >= config.total_kimg * 1000 and final_snapshot.exists():
+    # ---------------------------------------------------------------- resume
+    state = _resume(config, run_dir, net, ema, optimizer, repa, log)
+    if state["nimg"] >= config.total_kimg * 1000 and final_snapshot.exists():
         log(f"{run_dir} already trained to {config.total_kimg} kimg; nothing to do")
         return final_snapshot
-
-    batches = ImageBatches(dataset, batch_per_rank, seed=config.seed, rank=rank, world_size=world_size, flip=config.flip)
-    if loader_state is not None:
-        batches.load_state_dict(loader_state)
-    # The T2I model's own time and target are SANA's (t = 1000·sigma, eps - x): train it in this module's convention.
-    model = DataTimeVelocity(net) if config.text else net
+    nimg, step, loss_mean = state["nimg"], state["step"], state["loss_mean"]
+    batches = ImageBatches(data.dataset, batch_per_rank, seed=config.seed, rank=rank, world_size=world_size,
+                           flip=config.flip)
+    if state["loader"] is not None:
+        batches.load_state_dict(state["loader"])
+    model = data.wrap(net)
     if world_size > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
         model = torch.compile(model)
-    ema_params, net_params = list(ema.parameters()), list(net.parameters())
-    align_output: list[torch.Tensor] = []
-    if projector is not None:
-        net.patch_blocks[config.repa["align_layer"] - 1].register_forward_hook(lambda _m, _i, out: align_output.append(out))
     log(f"{config.run_name()}: {sum(p.numel() for p in net.parameters()):,} params, {world_size} process(es), "
         f"global batch {config.batch_size}, budget {config.total_kimg} kimg, device {device}")
 
     # ---------------------------------------------------------------- loop
-    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16" and device.type == "cuda")
     bar = _progress(config, nimg, enabled=progress and is_main)
-    window = {"loss": 0.0, "fm_loss": 0.0, "repa_loss": 0.0, "grad_norm": 0.0, "steps": 0, "spikes": 0, "start": time.time()}
+    window = _LogWindow()
     next_state = (nimg // (config.state_kimg * 1000) + 1) * config.state_kimg * 1000
     next_snapshot = (nimg // (config.snapshot_kimg * 1000) + 1) * config.snapshot_kimg * 1000
+    positions = range(rank, config.batch_size, world_size)   # rank r owns items r, r + W, ... of each global batch
     while nimg < config.total_kimg * 1000:
         kimg = nimg / 1000
         lr = scheduled(config.lr, config.lr_schedule, kimg)
         clip = scheduled(config.grad_clip, config.grad_clip_schedule, kimg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-
-        # The loader gives rank r the global batch's items r, r + W, r + 2W, ...; randomness follows the same slots.
-        data, labels = next(batches)                          # (B_rank, 3, H, W) uint8 or (B_rank, C, h, w) latents
-        t, drop, noise = step_randomness(config, step, range(rank, config.batch_size, world_size), device, sample_shape)
-        # Cached latents are already scaled to about unit variance by the autoencoder's latent scaling.
-        x = data.to(device) if config.latent else to_model_range(data.to(device))   # (B_rank, *sample_shape)
-        if captions is None:
-            condition = (flow.drop_labels(labels.to(device), drop, config.num_classes),)     # (B_rank,)
-        else:
-            choice = caption_choice(config, step, range(rank, config.batch_size, world_size), captions.tokens.shape[1])
-            condition = captions.pick(labels.to(device), choice.to(device), drop)           # (B_rank, T, d), (B_rank, T)
-
-        optimizer.zero_grad(set_to_none=True)
-        step_loss = step_fm = step_repa = 0.0
-        rounds = batch_per_rank // batch_gpu
-        for r in range(rounds):
-            part = slice(r * batch_gpu, (r + 1) * batch_gpu)
-            x_t, v_target = flow.interpolate(x[part], noise[part], t[part])
-            align_output.clear()
-            sync = world_size == 1 or r == rounds - 1
-            with (model.no_sync() if not sync and hasattr(model, "no_sync") else contextlib.nullcontext()), torch.autocast(**autocast):
-                output = model(x_t, t[part], *(c[part] for c in condition))
-                fm_loss = F.mse_loss(flow.velocity_from_output(output.float(), x_t, t[part], config.prediction), v_target)
-                loss = fm_loss
-                if projector is not None:
-                    from pixeldit.repa import repa_loss
-                    target = repa_encoder((x[part] + 1) / 2)
-                    align = repa_loss(align_output[0], projector, target)
-                    loss = loss + config.repa["weight"] * align
-                    step_repa += align.item() / rounds
-                (loss / rounds).backward()
-            step_loss += loss.item() / rounds
-            step_fm += fm_loss.item() / rounds
-        if world_size > 1:  # the logged loss is the global batch's mean
-            reduced = torch.tensor([step_loss, step_fm, step_repa], device=device)
-            dist.all_reduce(reduced)
-            step_loss, step_fm, step_repa = (reduced / world_size).tolist()
-
+        images, labels = next(batches)                        # (B_rank, 3, H, W) uint8 or (B_rank, C, h, w) latents
+        t, drop, noise = step_randomness(config, step, positions, device, data.sample_shape)
+        x = data.model_input(images)                          # (B_rank, *sample_shape)
+        condition = data.condition(labels, drop, step, positions)
+        losses = _accumulate_gradients(config, model, optimizer, repa, x, noise, t, condition, batch_gpu,
+                                       world_size, device)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, clip if clip else float("inf")).item()
-        spike = bool(config.spike_factor and loss_mean is not None and step_loss > config.spike_factor * loss_mean)
+        spike = bool(config.spike_factor and loss_mean is not None and losses[0] > config.spike_factor * loss_mean)
         if spike:
-            log(f"loss spike at step {step} ({kimg:.3f} kimg): {step_loss:.4f} vs running mean {loss_mean:.4f}"
+            log(f"loss spike at step {step} ({kimg:.3f} kimg): {losses[0]:.4f} vs running mean {loss_mean:.4f}"
                 + ("; update skipped" if config.skip_spikes else ""))
         if not (spike and config.skip_spikes) and math.isfinite(grad_norm):
             optimizer.step()
-            beta = ema_decay(config, config.batch_size, nimg)
-            with torch.no_grad():
-                torch._foreach_lerp_(ema_params, net_params, 1 - beta)
-            loss_mean = step_loss if loss_mean is None else 0.99 * loss_mean + 0.01 * step_loss
+            _update_ema(ema, net, ema_decay(config, config.batch_size, nimg))
+            loss_mean = losses[0] if loss_mean is None else 0.99 * loss_mean + 0.01 * losses[0]
         nimg += config.batch_size
         step += 1
         bar.update(config.batch_size / 1000)
-        for key, value in (("loss", step_loss), ("fm_loss", step_fm), ("repa_loss", step_repa), ("grad_norm", grad_norm)):
-            window[key] += value
-        window["steps"] += 1
-        window["spikes"] += spike
+        window.add(*losses, grad_norm, spike)
 
         # ------------------------------------------------------------ logging, states, snapshots
         done = nimg >= config.total_kimg * 1000
         if step % config.log_every == 0 or done:
-            elapsed = time.time() - window["start"]
-            record = {"kimg": nimg / 1000, "step": step, "lr": lr, "grad_clip": clip,
-                      **{k: window[k] / window["steps"] for k in ("loss", "fm_loss", "repa_loss", "grad_norm")},
-                      "spikes": window["spikes"], "images_per_second": window["steps"] * config.batch_size / elapsed,
-                      "peak_memory_mib": peak_memory_mib(device)}
+            record = window.flush(nimg, step, lr, clip, config.batch_size, peak_memory_mib(device))
             log.stats(record)
             bar.set_postfix(loss=f"{record['loss']:.4f}")
-            window.update(loss=0.0, fm_loss=0.0, repa_loss=0.0, grad_norm=0.0, steps=0, spikes=0, start=time.time())
         if nimg >= next_snapshot or done:
             if is_main:
-                kimg_name = config.total_kimg if done else next_snapshot // 1000
-                save_network(snapshot_path(run_dir, kimg_name), net.config, net=net.state_dict(), ema=ema.state_dict(),
-                             metadata={"kimg": kimg_name, "nimg": nimg, "run": config.run_name(), "resolution": config.resolution,
-                                       "prediction": config.prediction, "latent": latent_record, "text": config.text,
-                                       "train_config": dataclasses.asdict(config)})
+                _save_snapshot(config, run_dir, config.total_kimg if done else next_snapshot // 1000, nimg, net, ema,
+                               data.snapshot_record)
             next_snapshot += config.snapshot_kimg * 1000
         if nimg >= next_state or done:
             if is_main:
                 state = {"net": net.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-                         "projector": projector.state_dict() if projector is not None else None,
+                         "projector": repa.projector.state_dict() if repa else None,
                          "nimg": nimg, "step": step, "loader": batches.state_dict(), "loss_mean": loss_mean,
                          "torch_rng": torch.get_rng_state()}
                 kimg_name = config.total_kimg if done else next_state // 1000
@@ -418,6 +292,254 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
     bar.close()
     log(f"finished {config.total_kimg} kimg at step {step}: {final_snapshot.name}")
     return final_snapshot
+
+
+# ------------------------------------------------------------------------------------------------
+# Setup and resume
+
+
+def _open_run_dir(config: TrainConfig, run_dir: Path, is_main: bool) -> "_Logger":
+    """Create the run directory, refuse a rerun with other settings, store the config; returns the logger."""
+    config_path = run_dir / "config.json"
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if config_path.exists():
+            stored = json.loads(config_path.read_text())
+            current = json.loads(json.dumps(dataclasses.asdict(config)))
+            changed = {k: (stored.get(k), v) for k, v in current.items()
+                       if stored.get(k) != v and k not in RESUMABLE_CHANGES}
+            if changed:
+                raise ValueError(f"{run_dir} was started with other settings {changed} (stored, now); "
+                                 f"use another --out or the original settings to resume")
+        config_path.write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True)
+    return _Logger(run_dir, is_main)
+
+
+def _batch_split(config: TrainConfig, world_size: int) -> tuple[int, int]:
+    """(images per process per step, images per forward pass)."""
+    if config.batch_size % world_size:
+        raise ValueError(f"global batch {config.batch_size} is not divisible by {world_size} processes")
+    batch_per_rank = config.batch_size // world_size
+    batch_gpu = config.batch_gpu or batch_per_rank
+    if batch_per_rank % batch_gpu:
+        raise ValueError(f"per-process batch {batch_per_rank} is not divisible by batch_gpu {batch_gpu}")
+    return batch_per_rank, batch_gpu
+
+
+def _resume(config: TrainConfig, run_dir: Path, net, ema, optimizer, repa: "Repa | None", log: "_Logger") -> dict:
+    """Load the newest complete training state (or initialise from `init_from`); returns the loop's counters."""
+    counters = {"nimg": 0, "step": 0, "loader": None, "loss_mean": None}
+    state_file = latest_state(run_dir)
+    if state_file is not None:
+        state = torch.load(state_file, map_location="cpu", weights_only=True)
+        net.load_state_dict(state["net"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        if repa is not None:
+            repa.projector.load_state_dict(state["projector"])
+        counters = {key: state[key] for key in counters}
+        torch.set_rng_state(state["torch_rng"])
+        log.truncate_stats(after_step=counters["step"])  # drop records of steps the killed run made after this state
+        log(f"resumed from {state_file.name} at {counters['nimg'] / 1000:.3f} kimg, step {counters['step']}")
+    elif config.init_from:
+        source = _latest_snapshot(Path(config.init_from))
+        for model, which in ((net, "net"), (ema, "ema")):
+            model.load_state_dict(load_state(source, which))
+        log(f"initialised from {source}")
+    return counters
+
+
+# ------------------------------------------------------------------------------------------------
+# Data and conditioning, one object per model family
+
+
+class PixelImages:
+    """Class-conditional training on uint8 images (PixelDiT and its ablation ladder)."""
+
+    snapshot_record: dict | None = None   # what a snapshot records about the data beyond the config
+
+    def __init__(self, config: TrainConfig, device: torch.device):
+        self.config, self.device = config, device
+        self.dataset = self._open()
+        if self.dataset.resolution != config.resolution:
+            raise ValueError(f"{self.source} is {self.dataset.resolution}px but the config says {config.resolution}px")
+        self.sample_shape = (3, config.resolution, config.resolution)     # one training sample (and its noise)
+
+    @property
+    def source(self) -> str:
+        return f"dataset {self.config.dataset}"
+
+    def _open(self):
+        return open_dataset(self.config.dataset, split="train")
+
+    def prepare(self, net, run_dir: Path, is_main: bool, world_size: int) -> None:
+        """Checks and caches that need the built model; nothing for images."""
+
+    def wrap(self, net: torch.nn.Module) -> torch.nn.Module:
+        return net
+
+    def model_input(self, images: torch.Tensor) -> torch.Tensor:
+        return to_model_range(images.to(self.device))
+
+    def condition(self, labels: torch.Tensor, drop: torch.Tensor, step: int, positions: range) -> tuple:
+        return (flow.drop_labels(labels.to(self.device), drop, self.config.num_classes),)     # (B_rank,)
+
+
+class LatentCache(PixelImages):
+    """Class-conditional training of a latent baseline on cached autoencoder latents."""
+
+    @property
+    def source(self) -> str:
+        return f"latent cache {self.config.latent['cache']}"
+
+    def _open(self):
+        dataset, self.snapshot_record = _open_latents(self.config)
+        return dataset
+
+    def prepare(self, net, run_dir: Path, is_main: bool, world_size: int) -> None:
+        self.sample_shape = (net.config.in_channels, net.config.input_size, net.config.input_size)
+        if self.dataset.latent_shape != self.sample_shape:
+            raise ValueError(f"latent cache {self.config.latent['cache']} holds latents {self.dataset.latent_shape} "
+                             f"but {self.config.model} takes {self.sample_shape}; set model_overrides (input_size, "
+                             f"in_channels) or use a cache of matching images and autoencoder")
+
+    def model_input(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents.to(self.device)   # already scaled to about unit variance by the autoencoder's latent scaling
+
+
+class CaptionedImages(PixelImages):
+    """Text-to-image training: each image's label picks one of its class captions per step."""
+
+    def prepare(self, net, run_dir: Path, is_main: bool, world_size: int) -> None:
+        text = self.config.text
+        caption_args = (run_dir / "captions.safetensors", text["captions"], text["encoder"], net.config.text_max_length)
+        if is_main:  # the encoder runs once, on rank 0; the others read its file
+            cached_caption_embeddings(*caption_args)
+        if world_size > 1:
+            dist.barrier()
+        self.captions = cached_caption_embeddings(*caption_args).to(self.device)
+        if self.captions.tokens.shape[0] != self.config.num_classes:
+            raise ValueError(f"caption set {text['captions']!r} has {self.captions.tokens.shape[0]} classes but the "
+                             f"config says num_classes={self.config.num_classes}")
+
+    def wrap(self, net: torch.nn.Module) -> torch.nn.Module:
+        # The T2I model's own time and target are SANA's (t = 1000·sigma, eps - x): train it in this convention.
+        return DataTimeVelocity(net)
+
+    def condition(self, labels: torch.Tensor, drop: torch.Tensor, step: int, positions: range) -> tuple:
+        choice = caption_choice(self.config, step, positions, self.captions.tokens.shape[1])
+        return self.captions.pick(labels.to(self.device), choice.to(self.device), drop)  # (B_rank, T, d), (B_rank, T)
+
+
+def training_data(config: TrainConfig, device: torch.device) -> PixelImages:
+    if config.latent:
+        return LatentCache(config, device)
+    return CaptionedImages(config, device) if config.text else PixelImages(config, device)
+
+
+class Repa:
+    """REPA: align an early patch block's tokens with a frozen encoder's features through a projector."""
+
+    def __init__(self, settings: dict, net: torch.nn.Module, device: torch.device):
+        from pixeldit.repa import ENCODERS, RepaProjector  # lazy: the encoders need timm
+
+        self.settings = settings
+        self.encoder = ENCODERS[settings["encoder"]](device)
+        self.projector = RepaProjector(net.config.hidden_size, self.encoder.embed_dim,
+                                       settings.get("projector_dim")).to(device)
+        self.tokens: list[torch.Tensor] = []
+        net.patch_blocks[settings["align_layer"] - 1].register_forward_hook(
+            lambda _module, _inputs, output: self.tokens.append(output))
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        """The alignment loss of the last forward pass, whose images in [-1, 1] were `x`."""
+        from pixeldit.repa import repa_loss  # lazy: see __init__
+
+        return repa_loss(self.tokens[0], self.projector, self.encoder((x + 1) / 2))
+
+
+# ------------------------------------------------------------------------------------------------
+# One optimisation step
+
+
+def _accumulate_gradients(config: TrainConfig, model, optimizer, repa: Repa | None, x: torch.Tensor,
+                          noise: torch.Tensor, t: torch.Tensor, condition: tuple, batch_gpu: int, world_size: int,
+                          device: torch.device) -> tuple[float, float, float]:
+    """Forward and backward over this process's batch in micro-batches of `batch_gpu`; returns the global batch's
+    mean (loss, flow-matching loss, REPA loss)."""
+    autocast = dict(device_type=device.type, dtype=torch.bfloat16,
+                    enabled=config.precision == "bf16" and device.type == "cuda")
+    optimizer.zero_grad(set_to_none=True)
+    step_loss = step_fm = step_repa = 0.0
+    rounds = len(x) // batch_gpu
+    for r in range(rounds):
+        part = slice(r * batch_gpu, (r + 1) * batch_gpu)
+        x_t, v_target = flow.interpolate(x[part], noise[part], t[part])
+        if repa is not None:
+            repa.tokens.clear()
+        sync = world_size == 1 or r == rounds - 1
+        no_sync = model.no_sync() if not sync and hasattr(model, "no_sync") else contextlib.nullcontext()
+        with no_sync, torch.autocast(**autocast):
+            output = model(x_t, t[part], *(c[part] for c in condition))
+            fm_loss = F.mse_loss(flow.velocity_from_output(output.float(), x_t, t[part], config.prediction), v_target)
+            loss = fm_loss
+            if repa is not None:
+                align = repa.loss(x[part])
+                loss = loss + config.repa["weight"] * align
+                step_repa += align.item() / rounds
+            (loss / rounds).backward()
+        step_loss += loss.item() / rounds
+        step_fm += fm_loss.item() / rounds
+    if world_size > 1:  # the logged loss is the global batch's mean
+        reduced = torch.tensor([step_loss, step_fm, step_repa], device=device)
+        dist.all_reduce(reduced)
+        step_loss, step_fm, step_repa = (reduced / world_size).tolist()
+    return step_loss, step_fm, step_repa
+
+
+@torch.no_grad()
+def _update_ema(ema: torch.nn.Module, net: torch.nn.Module, beta: float) -> None:
+    torch._foreach_lerp_(list(ema.parameters()), list(net.parameters()), 1 - beta)
+
+
+# ------------------------------------------------------------------------------------------------
+# Checkpoints and logs
+
+
+def _save_snapshot(config: TrainConfig, run_dir: Path, kimg: int, nimg: int, net, ema, latent_record: dict | None):
+    save_network(snapshot_path(run_dir, kimg), net.config, net=net.state_dict(), ema=ema.state_dict(),
+                 metadata={"kimg": kimg, "nimg": nimg, "run": config.run_name(), "resolution": config.resolution,
+                           "prediction": config.prediction, "latent": latent_record, "text": config.text,
+                           "train_config": dataclasses.asdict(config)})
+
+
+class _LogWindow:
+    """Means of the losses and gradient norm over the steps since the last stats record."""
+
+    KEYS = ("loss", "fm_loss", "repa_loss", "grad_norm")
+
+    def __init__(self):
+        self._reset()
+
+    def _reset(self) -> None:
+        self.sums, self.steps, self.spikes, self.start = dict.fromkeys(self.KEYS, 0.0), 0, 0, time.time()
+
+    def add(self, loss: float, fm_loss: float, repa_loss: float, grad_norm: float, spike: bool) -> None:
+        for key, value in zip(self.KEYS, (loss, fm_loss, repa_loss, grad_norm)):
+            self.sums[key] += value
+        self.steps += 1
+        self.spikes += spike
+
+    def flush(self, nimg: int, step: int, lr: float, clip: float | None, batch_size: int, memory_mib: float) -> dict:
+        elapsed = time.time() - self.start
+        record = {"kimg": nimg / 1000, "step": step, "lr": lr, "grad_clip": clip,
+                  **{key: self.sums[key] / self.steps for key in self.KEYS},
+                  "spikes": self.spikes, "images_per_second": self.steps * batch_size / elapsed,
+                  "peak_memory_mib": memory_mib}
+        self._reset()
+        return record
 
 
 def _open_latents(config: TrainConfig):
@@ -440,14 +562,6 @@ def _latest_snapshot(path: Path) -> Path:
     if not snapshots:
         raise FileNotFoundError(f"{path} holds no network-snapshot-*.safetensors to initialise from")
     return snapshots[-1]
-
-
-def peak_memory_mib(device: torch.device) -> float:
-    """Peak memory of this process so far: CUDA max allocated, else the peak resident set size."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class _Logger:
