@@ -34,6 +34,7 @@ import torch
 
 from pixeldit.infra.files import sha256_file, write_json_atomic
 from pixeldit.infra.files import atomic_path
+from evaluators.registry import load_task
 from pixeldit.conditioning import TextCondition
 from pixeldit.infra.images import QUANTIZATIONS, quantize
 from pixeldit.infra.files import check_disk_space, save_npz_atomic
@@ -49,7 +50,7 @@ SHARD_SCHEMA = "pixeldit-bench/t2i-shard/v1"
 SAMPLES_SCHEMA = "pixeldit-bench/t2i-samples/v1"
 NOISE_RULE = ("randn(3,H,W) float32 from torch.Generator(cpu).manual_seed(sha256('pixeldit-bench/noise/<seed>/"
               "<prompt>/<sample>')[:8] little-endian & (2**63-1))")
-BENCHMARK_SAMPLES_PER_PROMPT = 4   # GenEval: 4 images per prompt; DPG-Bench: a 2x2 grid
+CAPTION_SET_SAMPLES_PER_PROMPT = 4   # the default for a caption set; a benchmark's count is fixed by its task spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,10 +244,11 @@ def generate_prompt_set(network: str | os.PathLike, out_dir: str | os.PathLike, 
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"unknown quantisation {quantization!r}; choose one of {', '.join(QUANTIZATIONS)}")
     prompts = load_prompt_set(prompt_set)
+    fixed = load_task(prompts.name)["samples_per_prompt"] if prompts.layout != "npz" else None
     if samples_per_prompt is None:
-        samples_per_prompt = BENCHMARK_SAMPLES_PER_PROMPT
-    if prompts.layout != "npz" and samples_per_prompt != BENCHMARK_SAMPLES_PER_PROMPT:
-        raise ValueError(f"{prompts.name} is scored on {BENCHMARK_SAMPLES_PER_PROMPT} samples per prompt, not "
+        samples_per_prompt = fixed or CAPTION_SET_SAMPLES_PER_PROMPT
+    if fixed is not None and samples_per_prompt != fixed:
+        raise ValueError(f"{prompts.name} is scored on {fixed} samples per prompt, not "
                          f"{samples_per_prompt}; drop --samples-per-prompt")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

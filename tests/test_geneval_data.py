@@ -105,10 +105,10 @@ def test_cli_score_is_the_default_command_and_refuses_without_weights(tmp_path, 
     prompts.write_prompt_folders(tmp_path / "images", prompts.load_metadata()[:2])
     Image.new("RGB", (8, 8)).save(prompts.sample_path(tmp_path / "images", 0, 0))
     dry = runner.invoke(geneval_app, [str(tmp_path / "images"), "--detector", "transformers", "--dry-run"])
-    assert dry.exit_code == 1
+    assert dry.exit_code == 4   # missing weights: the one exit code for a missing external file
     assert "1 images" in dry.output and "pixeldit-bench weights fetch geneval-clip-vit-l-14" in dry.output
     real = runner.invoke(geneval_app, [str(tmp_path / "images"), "--detector", "transformers", "--device", "cpu"])
-    assert real.exit_code == 1 and "weights fetch" in real.output
+    assert real.exit_code == 4 and "weights fetch" in real.output
     assert not (tmp_path / "images-geneval").exists()
 
 

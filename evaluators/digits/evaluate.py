@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluators.registry import register_evaluator
-from pixeldit.infra.results import make_result
-from pixeldit.infra.files import sha256_file
+from evaluators.registry import load_task, register_evaluator
 from pixeldit.infra.datasets import open_dataset
+from pixeldit.infra.files import sha256_file
+from pixeldit.infra.results import make_result
 
-EVALUATOR = "digits-prompt-following"
-VERSION = "1"
+EVALUATOR = load_task("digits")["result_name"]   # the name its result JSONs carry
+VERSION = load_task("digits")["version"]
 
 
 def to_8x8(images: np.ndarray) -> np.ndarray:
@@ -41,7 +41,7 @@ def fit_classifier(images: np.ndarray, labels: np.ndarray):
     return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000)).fit(to_8x8(images), labels)
 
 
-@register_evaluator(EVALUATOR)
+@register_evaluator("digits")
 def evaluate_prompt_following(samples: str | os.PathLike, dataset: str | os.PathLike) -> dict:
     """Result record: accuracy on the samples, the real held-out ceiling, and per-class accuracy."""
 

@@ -13,10 +13,11 @@ from evaluators.dpg.prompts import PROMPTS_SHA1
 from evaluators.dpg.questions import QuestionGraph, load_questions
 from evaluators.dpg.scoring import MODES, ModeScores, image_order, score_answers
 from evaluators.dpg.vqa import VQABackend, make_backend
-from pixeldit.infra.results import make_result
+from evaluators.registry import load_task
 from pixeldit.infra.files import sha256_file
+from pixeldit.infra.results import make_result
 
-EVALUATOR_VERSION = "1"
+EVALUATOR_VERSION = load_task("dpg")["version"]
 
 
 class CoverageError(RuntimeError):

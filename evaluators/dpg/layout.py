@@ -15,7 +15,9 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-TILES_PER_IMAGE = 4
+from evaluators.registry import load_task
+
+TILES_PER_IMAGE = load_task("dpg")["samples_per_prompt"]   # a 2x2 grid
 IMAGE_SUFFIX = ".png"
 
 

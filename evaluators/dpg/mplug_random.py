@@ -60,7 +60,6 @@ def write_random_mplug(folder: str | Path, sizes: Mapping[str, Any], words: Sequ
     """Write a random-init mPLUG VQA model folder; returns it. Needs the `modelscope` package."""
     import torch
     import yaml
-
     from modelscope.models.multi_modal.mplug import MPlug
 
     folder = Path(folder)

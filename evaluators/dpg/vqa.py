@@ -292,10 +292,11 @@ def _modelscope_pipeline_factory():
     _stand_in_for_unloadable_torchaudio()
     try:
         from modelscope.pipelines import pipeline
-        from modelscope.utils.constant import Tasks
+
         # pipeline() imports this module lazily and wraps its ImportErrors; importing it here reports
         # a missing package (fairseq, librosa, decord...) with the install line instead.
         from modelscope.pipelines.multi_modal import visual_question_answering_pipeline  # noqa: F401
+        from modelscope.utils.constant import Tasks
     except (ImportError, RuntimeError) as error:
         raise VQABackendUnavailable(
             f"the modelscope VQA backend needs the optional modelscope stack ({type(error).__name__}: {error}). "

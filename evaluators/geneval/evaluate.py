@@ -22,10 +22,11 @@ from evaluators.geneval.colour import ClipColourClassifier
 from evaluators.geneval.detectors import Detector
 from evaluators.geneval.rules import ImageDetections, Thresholds, evaluate, select_detections
 from evaluators.geneval.summary import read_results, summarize
-from pixeldit.infra.results import make_result
+from evaluators.registry import load_task
 from pixeldit.infra.files import write_json_atomic
+from pixeldit.infra.results import make_result
 
-VERSION = "1"
+VERSION = load_task("geneval")["version"]
 REFERENCE = "djghosh13/geneval@af4902f evaluation/evaluate_images.py + summary_scores.py"
 
 

@@ -16,6 +16,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
 
+from evaluators.registry import load_task
+
 DATA = resources.files("evaluators.geneval") / "data"
 METADATA_FILE = "evaluation_metadata.jsonl"
 OBJECT_NAMES_FILE = "object_names.txt"
@@ -23,7 +25,7 @@ OBJECT_NAMES_FILE = "object_names.txt"
 SHA1 = {METADATA_FILE: "b53b022a6a1f2ce61860b33f241b00a3ba5d4d69",
         OBJECT_NAMES_FILE: "e33760913195701a8360fbf015d547af3827f3e3"}
 TASKS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
-SAMPLES_PER_PROMPT = 4
+SAMPLES_PER_PROMPT = load_task("geneval")["samples_per_prompt"]
 _SAMPLE_NAME = re.compile(r"\d+\.png")
 
 

@@ -24,15 +24,26 @@ import torch
 from evaluators.imagenet.errors import ImageNetEvalError
 from evaluators.imagenet.features import Cache, LazyExtractor, default_batch_size, extract, feature_key
 from evaluators.imagenet.inception import EXTRACTOR_NAME, UNAVAILABLE_IS, InceptionWeights, resolve_weights
-from evaluators.imagenet.metrics import (KID_SEED, KID_SUBSETS, PR_BLOCK, PR_K, fid_statistics, frechet_distance,
-                                         inception_score, is_splits, kernel_inception_distance, kid_subset_size,
-                                         precision_recall)
+from evaluators.imagenet.metrics import (
+    KID_SEED,
+    KID_SUBSETS,
+    PR_BLOCK,
+    PR_K,
+    fid_statistics,
+    frechet_distance,
+    inception_score,
+    is_splits,
+    kernel_inception_distance,
+    kid_subset_size,
+    precision_recall,
+)
 from evaluators.imagenet.reference import Reference, check_compatible, open_reference, reference_summary
 from evaluators.imagenet.sources import ImageSource, open_images
+from evaluators.registry import load_task
 from pixeldit.infra.devices import resolve_device
 from pixeldit.infra.results import make_result
 
-VERSION = "1"
+VERSION = load_task("imagenet")["version"]
 METRICS = ("fid", "sfid", "is", "precision", "recall", "kid")
 BACKENDS = ("adm", "torch-fidelity", "clean-fid")
 _NUMERIC_SOURCES = ("evaluate.py", "metrics.py", "features.py", "inception.py", "backends.py")

@@ -250,9 +250,9 @@ def build_reference(images, out, res: int | None = None, *, split: str | None = 
     way; any other input must already be `res`×`res`. Returns {"path", "sha256", "checksum", "card"}.
     """
     from evaluators.imagenet.features import Cache, LazyExtractor, default_batch_size, extract
-    from pixeldit.infra.devices import resolve_device
     from evaluators.imagenet.inception import resolve_weights
     from evaluators.imagenet.metrics import fid_statistics
+    from pixeldit.infra.devices import resolve_device
     from pixeldit.infra.files import sha256_file
 
     out = Path(out)

@@ -1,9 +1,9 @@
-"""Thin CLI of the GenEval evaluator; `pixeldit/cli.py` mounts it.
+"""Thin CLI of the GenEval evaluator; `pixeldit/cli/main.py` mounts it.
 
 Mount: ``eval_app.add_typer(geneval_app, name="geneval")``. Then
 ``pixeldit-bench eval geneval IMAGES_DIR`` scores a folder (the default command, `score`), and
 ``pixeldit-bench eval geneval prompts|summary|check`` are the helpers.
-Exit codes: 0 ok, 1 bad input, missing weights or a failed check, 2 usage.
+Exit codes (`pixeldit.cli.console`): 0 ok, 1 bad input, 2 usage, 4 missing or mismatched weights.
 """
 from __future__ import annotations
 
@@ -13,8 +13,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from pixeldit.infra.devices import resolve_device
 from typer.core import TyperGroup
+
+from pixeldit.cli.console import EXIT_CHECK_FAILED, EXIT_MISSING_FILE, fail
+from pixeldit.infra.devices import resolve_device
+from pixeldit.infra.files import write_json_atomic
+from pixeldit.infra.weights import ChecksumError, MissingWeightsError
 
 
 class _DefaultToScore(TyperGroup):
@@ -31,9 +35,6 @@ geneval_app = typer.Typer(cls=_DefaultToScore, no_args_is_help=True, rich_markup
                                "`geneval IMAGES_DIR …` is short for `geneval score IMAGES_DIR …`.")
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code=1)
 
 
 def _resolve_device(device: str) -> str:
@@ -46,14 +47,16 @@ def score(
     detector: Annotated[str, typer.Option(help="Detector backend: mmdet (the reference's) | transformers.")] = "mmdet",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
     out: Annotated[Optional[Path], typer.Option(
-        help="Output folder: results.jsonl, geneval.json, detection cache (default: <IMAGES_DIR>-geneval).")] = None,
+        help="The result JSON (FILE.json; per-image results and the detection cache go in the folder FILE "
+             "beside it), or a folder for results.jsonl, geneval.json and the cache (default: "
+             "<IMAGES_DIR>-geneval).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Count images and check weights; load and write nothing.")] = False,
 ) -> None:
     """Score every image and write per-image results plus the result JSON; reruns resume.
 
     [b]Examples[/b]
       pixeldit-bench eval geneval samples/t2i/geneval --detector mmdet --device cuda
-      pixeldit-bench eval geneval samples/t2i/geneval --detector transformers --out metrics/t2i/geneval
+      pixeldit-bench eval geneval samples/t2i/geneval --detector transformers --out metrics/t2i/geneval.json
       pixeldit-bench eval geneval samples/t2i/geneval --dry-run
     """
     import evaluators.geneval as geneval
@@ -61,9 +64,9 @@ def score(
     from evaluators.geneval.detectors import CompiledOpsError
     from evaluators.geneval.evaluate import ProtocolMismatchError
     from evaluators.geneval.summary import format_summary, read_results, summarize
-    from pixeldit.infra.weights import ChecksumError, MissingWeightsError
 
-    out = out or images_dir.with_name(images_dir.name + "-geneval")
+    result_file = out if out is not None and out.suffix == ".json" else None
+    out = result_file.with_suffix("") if result_file else out or images_dir.with_name(images_dir.name + "-geneval")
     try:
         samples = list(prompts.iter_samples(images_dir))
         if dry_run:
@@ -76,11 +79,14 @@ def score(
         from rich.progress import track
         record = geneval.evaluate_geneval(images_dir, out, detector=detector, device=_resolve_device(device),
                                           progress=lambda items: track(items, description="GenEval"))
-    except (MissingWeightsError, ChecksumError, CompiledOpsError, ProtocolMismatchError,
-            FileNotFoundError, ValueError) as error:
-        raise _fail(str(error).strip('"'))
+    except (MissingWeightsError, ChecksumError) as error:
+        raise fail(str(error).strip('"'), EXIT_MISSING_FILE)
+    except (CompiledOpsError, ProtocolMismatchError, FileNotFoundError, ValueError) as error:
+        raise fail(str(error).strip('"'))
+    if result_file:
+        write_json_atomic(result_file, record)
     typer.echo(format_summary(summarize(read_results(out / "results.jsonl"))))
-    typer.echo(f"wrote {out / 'geneval.json'} (overall {record['values']['overall']:.5f})")
+    typer.echo(f"wrote {result_file or out / 'geneval.json'} (overall {record['values']['overall']:.5f})")
 
 
 @geneval_app.command("prompts")
@@ -101,7 +107,7 @@ def write_prompts(
         prompts.verify_data()
         metadata = prompts.load_metadata()
     except ValueError as error:
-        raise _fail(str(error))
+        raise fail(str(error))
     if dry_run:
         typer.echo(f"would write {len(metadata)} folders {prompts.prompt_dir(out, 0)} … "
                    f"{prompts.prompt_dir(out, len(metadata) - 1)}, {prompts.SAMPLES_PER_PROMPT} samples expected in each")
@@ -124,7 +130,7 @@ def summary(
     try:
         numbers = summarize(read_results(results))
     except (OSError, ValueError) as error:
-        raise _fail(str(error))
+        raise fail(str(error))
     typer.echo(json.dumps(numbers, indent=2) if as_json else format_summary(numbers))
 
 
@@ -140,12 +146,13 @@ def check(
     """
     import evaluators.geneval as geneval
     from evaluators.geneval.detectors import CompiledOpsError, check_mmcv_ops
-    from pixeldit.infra.weights import MissingWeightsError
     try:
         if detector == "mmdet":
             check_mmcv_ops(_resolve_device(device))
             typer.echo(f"mmcv compiled ops: ok on {_resolve_device(device)}")
         geneval.require_weights(detector)
-    except (CompiledOpsError, MissingWeightsError, ValueError) as error:
-        raise _fail(str(error))
+    except MissingWeightsError as error:
+        raise fail(str(error), EXIT_MISSING_FILE)
+    except (CompiledOpsError, ValueError) as error:
+        raise fail(str(error), EXIT_CHECK_FAILED)
     typer.echo("weights: present")

@@ -1,6 +1,6 @@
 """`pixeldit-bench`: one Typer app over every stage (thin: parse, call library code, print).
 
-Exit codes: 0 success, 1 bad input or a failed check (message on stderr), 2 usage error (Typer's own).
+Exit codes (`pixeldit.cli.console`): 0 success, 1 bad input, 2 usage, 3 a failed check, 4 a missing external file.
 """
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from evaluators.registry import EVALUATOR_PACKAGES, evaluate, load_task
+from pixeldit.cli.console import EXIT_BAD_INPUT, EXIT_MISSING_FILE, console, fail
+from pixeldit.infra.weights import ChecksumError, MissingWeightsError
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", add_completion=False,
                   help="Train, sample, evaluate and report PixelDiT and baselines with the papers' protocols.")
@@ -18,15 +21,6 @@ weights_app = typer.Typer(no_args_is_help=True, help="The registry of external f
 app.add_typer(weights_app, name="weights")
 eval_app = typer.Typer(no_args_is_help=True, help="Score images with a benchmark's protocol (imagenet, geneval, dpg).")
 app.add_typer(eval_app, name="eval")
-console = Console()
-errors = Console(stderr=True)
-
-
-def fail(message: str) -> typer.Exit:
-    """Print an error and return the exit to raise (code 1: bad input or failed check)."""
-    errors.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code=1)
-
 
 @app.command("models")
 def models_command(
@@ -272,6 +266,51 @@ def _mount_subcommands() -> None:
 
 
 _mount_subcommands()
+
+
+def _mount_registered_evaluators() -> None:
+    """`eval <name> INPUTS --out FILE [--option key=value]` for every registered benchmark without a command of
+    its own: adding a benchmark takes its package and one line in evaluators/registry.py, nothing here."""
+    mounted = {command.name for command in eval_app.registered_commands} | {
+        group.name for group in eval_app.registered_groups}
+    for name in EVALUATOR_PACKAGES:
+        if name not in mounted:
+            eval_app.command(name, help=load_task(name)["description"])(_generic_evaluation(name))
+
+
+def _generic_evaluation(name: str):
+    def command(inputs: list[Path], out: Path, option: list[str] = [], dry_run: bool = False) -> None:
+        missing = [str(path) for path in inputs if not path.exists()]
+        if missing:
+            raise fail(f"input {', '.join(missing)} does not exist")
+        bad = [item for item in option if "=" not in item]
+        if bad:
+            raise fail(f"--option takes key=value, got {bad}")
+        options = dict(item.split("=", 1) for item in option)
+        if dry_run:
+            console.print(f"would evaluate {name} (task version {load_task(name)['version']}) on "
+                          f"{', '.join(map(str, inputs))} with {options or 'no options'} and write {out}")
+            return
+        try:
+            record = evaluate(name, inputs, out, **options)
+        except (MissingWeightsError, ChecksumError) as error:
+            raise fail(str(error).strip('"'), EXIT_MISSING_FILE)
+        except (FileNotFoundError, ValueError, TypeError) as error:
+            raise fail(str(error), EXIT_BAD_INPUT)
+        console.print(f"wrote {out}: {record['values']}")
+
+    # Set here, not written as annotations: under `from __future__ import annotations` those would be strings
+    # that cannot see this function's `name`.
+    command.__annotations__ = {
+        "inputs": Annotated[list[Path], typer.Argument(help=load_task(name)["inputs"])],
+        "out": Annotated[Path, typer.Option("--out", help="The result JSON to write.")],
+        "option": Annotated[list[str], typer.Option("--option", help="key=value passed to the evaluator.")],
+        "dry_run": Annotated[bool, typer.Option("--dry-run", help="Check the inputs; write nothing.")],
+        "return": None}
+    return command
+
+
+_mount_registered_evaluators()
 
 
 def _load_weight_registrations() -> None:

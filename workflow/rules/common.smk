@@ -4,6 +4,8 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from evaluators.registry import EVALUATOR_PACKAGES, load_task
+
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -11,6 +13,16 @@ RESULTS = config.get("results", "results")
 RUNS = config.get("runs", {})  # a text-to-image config may have none (its runs are under `t2i`)
 AUTOENCODERS = config.get("autoencoders", {})
 SAMPLING = config.get("sampling", {})
+
+
+# Benchmarks with a rule of their own (options beyond inputs and --out); every other registered evaluator is run
+# on a sample set by the generic rule `eval_registered`.
+DEDICATED_EVALUATORS = ("imagenet", "geneval", "dpg", "digits")
+REGISTERED_EVALUATORS = [name for name in EVALUATOR_PACKAGES if name not in DEDICATED_EVALUATORS]
+_unknown = sorted(set(config.get("evaluators", [])) - {"imagenet", *REGISTERED_EVALUATORS})
+if _unknown:
+    raise ValueError(f"config evaluators {_unknown} cannot score class-conditional samples; use imagenet or one of "
+                     f"the registered evaluators {REGISTERED_EVALUATORS} (evaluators/registry.py)")
 
 
 wildcard_constraints:

@@ -23,3 +23,16 @@ rule eval_imagenet:
     shell:
         "OMP_NUM_THREADS={params.omp} pixeldit-bench eval imagenet {input.samples} --ref {input.ref} "
         "--expected-samples {params.n} {params.labels} --out {output} > {log} 2>&1"
+
+
+rule eval_registered:
+    input:
+        samples=rules.merge_samples.output.npz,
+    output:
+        f"{RESULTS}/metrics/{{run}}/{{kimg}}/{{sampler}}/{{evaluator}}.json",
+    wildcard_constraints:
+        evaluator="|".join(REGISTERED_EVALUATORS) or "(?!)",   # (?!) matches nothing: none registered
+    log:
+        f"{RESULTS}/logs/eval/{{run}}-{{kimg}}-{{sampler}}-{{evaluator}}.log",
+    shell:
+        "pixeldit-bench eval {wildcards.evaluator} {input.samples} --out {output} > {log} 2>&1"

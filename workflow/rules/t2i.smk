@@ -6,8 +6,8 @@
 T2I = config.get("t2i", {})
 T2I_RUNS = T2I.get("runs", {})
 T2I_PROMPTS = {"geneval": "geneval", "dpg": "dpg", "imagenet": "digits", "digits": "digits"}
-# Prompt counts, so the DAG knows the shards before anything runs (pixeldit.t2i_generate.load_prompt_set).
-T2I_PROMPT_COUNTS = {"geneval": 553, "dpg": 1065, "digits": 10}
+# Prompt counts, so the DAG knows the shards before anything runs: from each benchmark's task spec.
+T2I_PROMPT_COUNTS = {name: load_task(name)["prompt_count"] for name in ("geneval", "dpg", "digits")}
 
 if T2I and "dataset" not in config:
     needs = sorted({"imagenet", "digits"} & set(T2I["evaluators"])) + [f"run {r}" for r in T2I_RUNS if "preset" in T2I_RUNS[r]]
@@ -39,7 +39,8 @@ def t2i_shard_sidecars(wildcards):
 
 def t2i_samples_per_prompt(prompts):
     """GenEval and DPG fix 4 per prompt; a caption set takes the config's count."""
-    return T2I.get("samples_per_prompt", 4) if prompts not in ("geneval", "dpg") else 4
+    fixed = load_task(prompts).get("samples_per_prompt") if prompts in ("geneval", "dpg") else None
+    return fixed or T2I.get("samples_per_prompt", 4)
 
 
 def t2i_metric_files():
@@ -56,8 +57,7 @@ def t2i_scored_samples(wildcards):
 def t2i_eval_command(wildcards, input, output):
     directory = str(Path(input[0]).parent)
     if wildcards.evaluator == "geneval":
-        return (f"pixeldit-bench eval geneval {directory} --out {Path(output[0]).with_suffix('')} && "
-                f"cp {Path(output[0]).with_suffix('')}/geneval.json {output[0]}")
+        return f"pixeldit-bench eval geneval {directory} --out {output[0]}"
     if wildcards.evaluator == "dpg":
         return f"pixeldit-bench eval dpg {directory} --out {output[0]}"
     if wildcards.evaluator == "digits":
