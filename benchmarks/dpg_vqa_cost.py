@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from pixeldit.infra.files import write_json_atomic# noqa: E402
+from pixeldit.infra.files import write_json_atomic  # noqa: E402
 
 QUESTIONS = ["Is there a red bicycle?", "Is the bicycle leaning against a brick wall?",
              "Are there two cats on the windowsill?", "Is the sky cloudy?", "Is the text on the sign legible?"]

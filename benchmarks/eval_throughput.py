@@ -30,12 +30,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import pixeldit  # noqa: E402,F401  (torchvision shim before torch-fidelity)
 import torch  # noqa: E402
 
+import pixeldit  # noqa: E402,F401  (torchvision shim before torch-fidelity)
 from evaluators.imagenet import evaluate_imagenet, resolve_weights  # noqa: E402
-from pixeldit.infra.files import write_json_atomic# noqa: E402
 from pixeldit.data.digits import digits32_images  # noqa: E402
+from pixeldit.infra.files import write_json_atomic  # noqa: E402
 
 METRICS = ["fid", "kid", "precision", "recall"]
 

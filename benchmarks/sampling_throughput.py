@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pixeldit.infra.results import environment
 from pixeldit.infra.files import write_json_atomic
+from pixeldit.infra.images import quantize
+from pixeldit.infra.results import environment
 from pixeldit.models.official import from_official_state_dict
 from pixeldit.sample import generate, sample_noise
-from pixeldit.infra.images import quantize
 from pixeldit.samplers import Sampler
 
 REFERENCE_FILES = ("c2i/src/diffusion.py", "pixdit_core/__init__.py", "pixdit_core/modules.py",

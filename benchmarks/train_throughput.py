@@ -54,15 +54,16 @@ def reference_throughput(upstream: Path, config, dataset, batch: int, steps: int
     import torch
 
     from pixeldit.data import ImageBatches, to_model_range
-    from pixeldit.repa import tiny_random_encoder
     from pixeldit.infra.devices import peak_memory_mib
+    from pixeldit.repa import tiny_random_encoder
 
     work = Path(tempfile.mkdtemp(prefix="pixeldit-upstream-"))
     shutil.copytree(upstream / "pixdit_core", work / "pixdit_core")
     (work / "src").mkdir()
     shutil.copy(upstream / "c2i" / "src" / "diffusion.py", work / "src" / "diffusion.py")
     (work / "src" / "__init__.py").write_text("")
-    (work / "src" / "utils.py").write_text("def no_grad(net):\n    for p in net.parameters():\n        p.requires_grad_(False)\n    net.eval()\n    return net\n")
+    (work / "src" / "utils.py").write_text("def no_grad(net):\n    for p in net.parameters():\n        p.requires_grad_(False)\n"
+                                           "    net.eval()\n    return net\n")
     sys.path.insert(0, str(work))
     from pixdit_core.pixeldit_c2i import PixDiT
     from src.diffusion import LinearScheduler, REPATrainer
@@ -176,8 +177,8 @@ def main() -> None:
     import torch
 
     import pixeldit  # noqa: F401
-    from pixeldit.models.flops import model_forward_flops
     from pixeldit.models import model_config
+    from pixeldit.models.flops import model_forward_flops
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--upstream", type=Path, required=True, help="NVlabs/PixelDiT checkout (outside the repo)")

@@ -32,13 +32,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from pixeldit.infra.files import sha256_file, write_json_atomic
-from pixeldit.infra.files import atomic_path
 from evaluators.registry import load_task
 from pixeldit.conditioning import TextCondition
-from pixeldit.infra.images import QUANTIZATIONS, quantize
-from pixeldit.infra.files import check_disk_space, save_npz_atomic
 from pixeldit.infra.devices import distributed_world, resolve_device
+from pixeldit.infra.files import atomic_path, check_disk_space, save_npz_atomic, sha256_file, write_json_atomic
+from pixeldit.infra.images import QUANTIZATIONS, quantize
 from pixeldit.infra.runs import resolve_network
 from pixeldit.sample import sample_noise, shard_ranges
 from pixeldit.samplers import Sampler

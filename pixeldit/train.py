@@ -40,9 +40,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from pixeldit import flow
-from pixeldit.data.latent_cache import open_latent_cache
 from pixeldit.data import ImageBatches, open_dataset, to_model_range
 from pixeldit.data.captions import cached_caption_embeddings
+from pixeldit.data.latent_cache import open_latent_cache
 from pixeldit.infra.devices import peak_memory_mib, setup_distributed
 from pixeldit.infra.files import atomic_torch_save
 from pixeldit.infra.runs import latest_state, snapshot_path

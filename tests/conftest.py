@@ -4,9 +4,10 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import pixeldit  # noqa: E402,F401  (installs the torchvision shim first)
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+import pixeldit  # noqa: E402,F401  (installs the torchvision shim first)
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 

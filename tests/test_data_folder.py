@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixeldit.infra.images import center_crop_arr
 from pixeldit.data.folder import prepare_folder
 from pixeldit.infra.datasets import DatasetError, open_dataset
+from pixeldit.infra.images import center_crop_arr
 
 RES = 16
 

@@ -8,12 +8,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from pixeldit.cli.eval_dpg import dpg_app, eval_dpg
 from evaluators.dpg.evaluate import CoverageError, evaluate_dpg
 from evaluators.dpg.layout import write_grid
 from evaluators.dpg.questions import load_questions
 from evaluators.dpg.vqa import ModelscopeMplugVQA, TransformersBlipVQA, VQAAnswers, VQABackend
 from evaluators.registry import get_evaluator
+from pixeldit.cli.eval_dpg import dpg_app, eval_dpg
 from pixeldit.infra.results import read_result
 
 FIXTURES = Path(__file__).parent / "fixtures" / "dpg"

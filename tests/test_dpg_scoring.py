@@ -3,10 +3,10 @@ import json
 from pathlib import Path
 
 import pytest
+from test_dpg_questions import write_csv
 
 from evaluators.dpg.questions import load_questions
 from evaluators.dpg.scoring import score_answers
-from test_dpg_questions import write_csv
 
 FIXTURES = Path(__file__).parent / "fixtures" / "dpg"
 

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import json
 
-import evaluators  # noqa: F401  (torchvision shim before open_clip / transformers)
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from evaluators.geneval import prompts, require_weights
+import evaluators  # noqa: F401  (torchvision shim before open_clip / transformers)
 from evaluators.geneval import detectors as detectors_module
+from evaluators.geneval import prompts, require_weights
 from evaluators.geneval.colour import ClipColourClassifier, masked_crop
-from evaluators.geneval.detectors import (CompiledOpsError, TransformersMask2Former, boxes_from_masks,
-                                          check_mmcv_ops, instances_from_queries, resize_for_test)
+from evaluators.geneval.detectors import (
+    CompiledOpsError,
+    TransformersMask2Former,
+    boxes_from_masks,
+    check_mmcv_ops,
+    instances_from_queries,
+    resize_for_test,
+)
 from evaluators.geneval.evaluate import ProtocolMismatchError, score_folder
 from evaluators.geneval.rules import Detection, Thresholds
 from evaluators.geneval.summary import read_results
@@ -176,6 +182,7 @@ def test_missing_weights_name_the_fetch_command(tmp_path, monkeypatch):
 def test_weights_load_from_the_registry_folder(tmp_path, monkeypatch, tiny_clip):
     """The loading code the real weights go through, fed tiny random files in the registry's places."""
     import open_clip
+
     from pixeldit.infra.weights import path_of
     monkeypatch.setenv("PIXELDIT_WEIGHTS", str(tmp_path))
     model = tiny_mask2former()

@@ -10,9 +10,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from evaluators.geneval import prompts
-from pixeldit.cli.eval_geneval import geneval_app
 from evaluators.geneval.summary import format_summary, read_results, summarize
 from evaluators.registry import get_evaluator
+from pixeldit.cli.eval_geneval import geneval_app
 
 FIXTURES = Path(__file__).parent / "fixtures" / "geneval"
 runner = CliRunner()

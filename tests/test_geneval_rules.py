@@ -10,8 +10,14 @@ import numpy as np
 import pytest
 
 from evaluators.geneval.prompts import load_object_names
-from evaluators.geneval.rules import (Detection, ImageDetections, Thresholds, evaluate, relative_position,
-                                      select_detections)
+from evaluators.geneval.rules import (
+    Detection,
+    ImageDetections,
+    Thresholds,
+    evaluate,
+    relative_position,
+    select_detections,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "geneval"
 NAMES = load_object_names()

@@ -8,12 +8,11 @@ import typer
 from typer.testing import CliRunner
 
 from evaluators.imagenet import evaluate_imagenet
-from pixeldit.cli.eval_imagenet import eval_imagenet, ref_app
 from evaluators.imagenet.inception import UNAVAILABLE_IS
 from evaluators.registry import get_evaluator
-from pixeldit.infra.results import SCHEMA, read_result
+from pixeldit.cli.eval_imagenet import eval_imagenet, ref_app
 from pixeldit.data.digits import digits32_images
-
+from pixeldit.infra.results import SCHEMA, read_result
 
 pytestmark = pytest.mark.usefixtures("imagenet_env")
 

@@ -7,9 +7,17 @@ from torch_fidelity.metric_isc import isc_features_to_metric
 from torch_fidelity.metric_kid import kid_features_to_metric
 
 from evaluators.imagenet.errors import ImageNetEvalError
-from evaluators.imagenet.metrics import (fid_statistics, frechet_distance, inception_score, is_splits,
-                                         kernel_inception_distance, manifold_radii, pairwise_sq_distances,
-                                         precision_recall, _Distances)
+from evaluators.imagenet.metrics import (
+    _Distances,
+    fid_statistics,
+    frechet_distance,
+    inception_score,
+    is_splits,
+    kernel_inception_distance,
+    manifold_radii,
+    pairwise_sq_distances,
+    precision_recall,
+)
 
 
 def _features(seed, count=500, dim=64, shift=0.0, scale=1.0):

@@ -13,7 +13,6 @@ from evaluators.imagenet.reference import STAT_SHAPES, check_compatible
 from evaluators.imagenet.sources import open_images
 from pixeldit.data.digits import digits32_images
 
-
 pytestmark = pytest.mark.usefixtures("imagenet_env")
 
 

@@ -10,8 +10,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from pixeldit.report.build import build_report
 from pixeldit.cli.report import baselines_app, report
+from pixeldit.report.build import build_report
 from pixeldit.report.plots import read_leading_images
 
 FIXTURE_RESULTS = Path(__file__).parent / "fixtures" / "report" / "results"

@@ -7,8 +7,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pixeldit.report.published import (METRIC_KEYS, PUBLISHED_DIR, PublishedRegistryError, load_published,
-                                       load_registry_file)
+from pixeldit.report.published import (
+    METRIC_KEYS,
+    PUBLISHED_DIR,
+    PublishedRegistryError,
+    load_published,
+    load_registry_file,
+)
 
 REQUIRED_METHODS = {
     "imagenet-256": ["DiT-XL/2", "SiT-XL/2", "REPA (SiT-XL/2)", "RAE (DiT^DH-XL)", "DDT-XL/2", "ADM-G", "SiD2 (UViT/1, flop heavy)",

@@ -14,14 +14,22 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 import pixeldit.infra.files
-from pixeldit.infra.files import sha256_file
 from pixeldit import sample as sampling
 from pixeldit.cli import sample as sampling_cli
-from pixeldit.models import build_network
-from pixeldit.models.io import save_network
-from pixeldit.sample import (class_labels, generate, merge_shards, parse_shard_ids, plan_sampling, sample_noise, sample_shards)
+from pixeldit.infra.files import sha256_file
 from pixeldit.infra.images import quantize
 from pixeldit.infra.runs import resolve_network
+from pixeldit.models import build_network
+from pixeldit.models.io import save_network
+from pixeldit.sample import (
+    class_labels,
+    generate,
+    merge_shards,
+    parse_shard_ids,
+    plan_sampling,
+    sample_noise,
+    sample_shards,
+)
 from pixeldit.samplers import Sampler
 
 SAMPLER = Sampler("ab2", 3, cfg_scale=2.0)  # guided at t = 1/3 and 2/3, not at t = 0

@@ -12,8 +12,8 @@ from PIL import Image
 from evaluators.dpg.layout import check_layout
 from evaluators.dpg.prompts import load_prompts
 from evaluators.geneval.prompts import iter_samples
-from pixeldit.models.io import save_network
 from pixeldit.models import build_network
+from pixeldit.models.io import save_network
 from pixeldit.samplers import get_sampler
 from pixeldit.t2i_generate import finish_prompt_set, generate_prompt_set, load_prompt_set
 

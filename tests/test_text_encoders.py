@@ -5,8 +5,14 @@ import pytest
 import torch
 
 from pixeldit.models import build_network
-from pixeldit.text_encoders import (CHI_PROMPT, ByteTokenizer, MissingWeightsError, gemma_2_2b_it, get_text_encoder,
-                                    tiny_gemma2)
+from pixeldit.text_encoders import (
+    CHI_PROMPT,
+    ByteTokenizer,
+    MissingWeightsError,
+    gemma_2_2b_it,
+    get_text_encoder,
+    tiny_gemma2,
+)
 
 SYSTEM = "Describe: "
 PROMPTS = ["a cat", "a red cube left of a blue sphere, photographed at noon"]

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+
 from evaluators.digits import evaluate_prompt_following
 from pixeldit.infra.datasets import DatasetError
 from pixeldit.infra.files import write_json_atomic

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-
 from typer.core import TyperGroup
 
 from pixeldit.cli.console import EXIT_CHECK_FAILED, EXIT_MISSING_FILE, fail

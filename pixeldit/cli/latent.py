@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-
-from pixeldit.infra.devices import resolve_device
 from rich.console import Console
 from rich.table import Table
+
+from pixeldit.infra.devices import resolve_device
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", add_completion=False,
                   help="Latent baselines: train the small autoencoder, cache latents, reconstruct for rFID, compare compute.")

@@ -155,7 +155,8 @@ def train_command(
     out: Annotated[Optional[Path], typer.Option("--out", help="Run directory (default results/runs/<preset>-<seed>).")] = None,
     seed: Annotated[int, typer.Option(help="Run seed (part of the run name).")] = 0,
     dataset: Annotated[Optional[str], typer.Option(help="Prepared dataset directory (overrides the preset).")] = None,
-    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override any TrainConfig field: --set lr=2e-4 --set ablation=vanilla-dit")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="Override any TrainConfig field: --set lr=2e-4 --set ablation=vanilla-dit")] = None,
     list_presets: Annotated[bool, typer.Option("--list", help="List the presets and exit.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
 ) -> None:

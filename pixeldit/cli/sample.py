@@ -85,8 +85,8 @@ def sample_run(
       pixeldit-bench sample merge DIR                                  # after all ranks are done
       pixeldit-bench sample RUN --out DIR --dry-run
     """
-    from pixeldit.infra.images import QUANTIZATIONS
     from pixeldit.infra.devices import distributed_world
+    from pixeldit.infra.images import QUANTIZATIONS
     from pixeldit.sample import parse_shard_ids, plan_sampling, sample_shards
     from pixeldit.samplers import get_sampler
 

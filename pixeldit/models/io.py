@@ -35,10 +35,12 @@ def save_network(path: str | os.PathLike, config: ModelConfig, *, net: dict | No
                 value = value.clone()
             seen_storage.add(value.data_ptr())
             tensors[f"{prefix}.{key}"] = value
-    header = {"format": FORMAT, "family": family_of(config), "config": json.dumps(config.to_dict()), **{k: json.dumps(v) for k, v in (metadata or {}).items()}}
+    header = {"format": FORMAT, "family": family_of(config), "config": json.dumps(config.to_dict()),
+              **{k: json.dumps(v) for k, v in (metadata or {}).items()}}
     with atomic_path(path) as temp:
         save_file(tensors, temp, metadata=header)
-    sidecar = {"format": FORMAT, "family": family_of(config), "config": config.to_dict(), "weights": sorted({k.split(".")[0] for k in tensors}),
+    sidecar = {"format": FORMAT, "family": family_of(config), "config": config.to_dict(),
+               "weights": sorted({k.split(".")[0] for k in tensors}),
                **(metadata or {})}
     path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
     return path

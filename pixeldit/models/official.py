@@ -73,7 +73,8 @@ def infer_official_config(sd: dict[str, torch.Tensor], **known) -> PixelDiTConfi
     in_channels = sd["pixel_embedder.proj.weight"].shape[1]
     patch_size = int(round((patch_in / in_channels) ** 0.5))
     pixel_dim = sd["pixel_embedder.proj.weight"].shape[0]
-    depth = lambda prefix: len({k.split(".")[1] for k in sd if k.startswith(prefix)})
+    def depth(prefix):
+        return len({k.split(".")[1] for k in sd if k.startswith(prefix)})
     modulation_rows = sd["pixel_blocks.0.adaLN_modulation.0.weight"].shape[0]
     post = modulation_rows == 4 * pixel_dim * patch_size ** 2
     head_dim = sd["patch_blocks.0.attn.q_norm.weight"].shape[0]

@@ -68,7 +68,8 @@ def infer_official_t2i_config(sd: dict[str, torch.Tensor], **known) -> PixelDiTT
     D, patch_in = sd["s_embedder.proj.weight"].shape
     pixel_dim, in_channels = sd["pixel_embedder.proj.weight"].shape
     patch_size = int(round((patch_in / in_channels) ** 0.5))
-    depth = lambda prefix: len({k.split(".")[1] for k in sd if k.startswith(prefix)})
+    def depth(prefix):
+        return len({k.split(".")[1] for k in sd if k.startswith(prefix)})
     attn_width = sd["pixel_blocks.0.compress_to_attn.weight"].shape[0]
     post = sd["pixel_blocks.0.adaLN_modulation.0.weight"].shape[0] == 4 * pixel_dim * patch_size ** 2
     fields = dict(patch_depth=depth("patch_blocks."), pixel_depth=depth("pixel_blocks."), hidden_size=D,

@@ -19,7 +19,6 @@ import pandas as pd
 from pixeldit.report.published import Gflops, PublishedRow
 from pixeldit.report.render import MISSING, UNAVAILABLE, Cell, Table, file_stem, number_cell, text_cell
 
-
 log = logging.getLogger(__name__)
 
 IMAGENET_EVALUATOR = "imagenet"   # the evaluator whose results fill the class-conditional tables
