@@ -1,11 +1,10 @@
 """DPG evaluation end to end: VQA backends, answer cache, coverage rules, result JSON and CLI."""
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
-import typer
+from helpers import CSV, DPG_FIXTURES, RECORDED, TILE, cli, colour, write_images
 from typer.testing import CliRunner
 
 from evaluators.dpg.evaluate import CoverageError, evaluate_dpg
@@ -13,25 +12,7 @@ from evaluators.dpg.layout import write_grid
 from evaluators.dpg.questions import load_questions
 from evaluators.dpg.vqa import ModelscopeMplugVQA, TransformersBlipVQA, VQAAnswers, VQABackend
 from evaluators.registry import get_evaluator
-from pixeldit.cli.eval_dpg import dpg_app, eval_dpg
 from pixeldit.infra.results import read_result
-
-FIXTURES = Path(__file__).parent / "fixtures" / "dpg"
-CSV = FIXTURES / "questions_small.csv"
-RECORDED = json.loads((FIXTURES / "answers.json").read_text())["answers"]
-TILE = 8
-
-
-def colour(index, tile):
-    return (10 + index, 20 + tile, 200)
-
-
-def write_images(folder, items=tuple(sorted(RECORDED))):
-    """One grid per item whose tiles are solid colours naming (item, tile), as in the reference run."""
-    for index, item in enumerate(sorted(RECORDED)):
-        if item in items:
-            write_grid(folder, item, [np.full((TILE, TILE, 3), colour(index, tile), np.uint8) for tile in range(4)])
-    return folder
 
 
 class RecordedAnswers(VQABackend):
@@ -62,7 +43,7 @@ class RecordedAnswers(VQABackend):
 def test_full_pipeline_reproduces_the_reference_script(tmp_path):
     images = write_images(tmp_path / "images")
     record = evaluate_dpg(images, vqa=RecordedAnswers(), questions=CSV, cache_path=tmp_path / "cache.jsonl")
-    expected = json.loads((FIXTURES / "reference_scores.json").read_text())
+    expected = json.loads((DPG_FIXTURES / "reference_scores.json").read_text())
     values = record["values"]
     assert values["dpg_score_reference"] == expected["score"] and values["coverage"] == 1.0
     assert {key.split("/")[-1]: value for key, value in values.items() if key.startswith("reference/L1/")} == expected["l1"]
@@ -125,12 +106,7 @@ def test_unreadable_and_wrongly_sized_images_are_counted(tmp_path):
     assert record["values"]["coverage"] == 0.6
 
 
-def cli():
-    app, eval_app = typer.Typer(), typer.Typer()
-    eval_app.command("dpg")(eval_dpg)
-    app.add_typer(eval_app, name="eval")
-    app.add_typer(dpg_app, name="dpg")
-    return app
+
 
 
 def test_cli_dry_run_check_and_coverage_exit_codes(tmp_path):

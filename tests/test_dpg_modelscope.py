@@ -16,7 +16,7 @@ from pixeldit.infra.results import read_result
 
 pytest.importorskip("modelscope", reason="optional modelscope stack not installed (see MODELSCOPE_INSTALL)")
 
-from test_dpg_evaluate import CSV, cli, write_images  # noqa: E402  (same grids and CLI as the BLIP tests)
+from helpers import CSV, cli, write_images  # noqa: E402  (same grids and CLI as the BLIP tests)
 
 QUESTIONS = load_questions(CSV)
 WORDS = sorted({word for item in QUESTIONS.items.values() for q in item

@@ -2,19 +2,14 @@
 from pathlib import Path
 
 import pytest
+from helpers import write_csv
 
-from evaluators.dpg.questions import COLUMNS, QuestionCSVError, load_questions
+from evaluators.dpg.questions import QuestionCSVError, load_questions
 
 FIXTURE = Path(__file__).parent / "fixtures" / "dpg" / "questions_small.csv"
 
 
-def write_csv(path, rows, header=COLUMNS):
-    """rows: (item_id, proposition_id, dependency, tuple, question)."""
-    lines = [",".join(header)]
-    for item_id, proposition_id, dependency, tuple_text, question in rows:
-        lines.append(f'{item_id},prompt,kw,{proposition_id},"{dependency}",b,d,"{tuple_text}",{question}')
-    path.write_text("\n".join(lines) + "\n")
-    return path
+
 
 
 def test_fixture_parses_into_a_question_graph():

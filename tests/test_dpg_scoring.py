@@ -3,7 +3,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_dpg_questions import write_csv
+from helpers import write_csv
 
 from evaluators.dpg.questions import load_questions
 from evaluators.dpg.scoring import score_answers

@@ -2,35 +2,18 @@
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_AE, random_autoencoder, write_tiny_digits
 
 from pixeldit.data import open_dataset
-from pixeldit.data.digits import digits32_images
-from pixeldit.infra.datasets import DatasetWriter
 from pixeldit.infra.weights import MissingWeightsError
 from pixeldit.models.autoencoder import (
-    DIGITS_AE_CONFIG,
     SD_VAE,
     SD_VAE_SCALE,
-    LatentAutoencoder,
-    build_vae,
     load_autoencoder,
     reconstruct,
     save_autoencoder,
 )
 from pixeldit.train_autoencoder import STATE_NAME, train_autoencoder
-
-TINY_AE = {**DIGITS_AE_CONFIG, "block_out_channels": (8, 16, 16), "norm_num_groups": 8}
-
-
-def write_tiny_digits(path, train=32, reference=16):
-    """A small real-digits dataset (train / reference splits) in the project's format."""
-    images, labels = digits32_images()
-    with DatasetWriter(path, 32) as writer:
-        for index in range(train + reference):
-            writer.add(images[index], labels[index])
-        fields = {"name": "digits-tiny", "num_classes": 10, "class_names": [str(d) for d in range(10)],
-                  "source": {"kind": "test"}, "preprocessing": "digits32", "prepare_command": "test"}
-        return writer.finish(fields, splits={"train": (0, train), "reference": (train, train + reference)})
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +21,7 @@ def tiny_digits(tmp_path_factory):
     return write_tiny_digits(tmp_path_factory.mktemp("data") / "digits")
 
 
-def random_autoencoder(shift=0.0, scale=SD_VAE_SCALE) -> LatentAutoencoder:
-    torch.manual_seed(1)
-    vae = build_vae(TINY_AE)
-    channels = TINY_AE["latent_channels"]
-    return LatentAutoencoder(vae, torch.full((channels,), shift), torch.full((channels,), scale), name="random")
+
 
 
 def test_encode_decode_shapes_and_scaling():

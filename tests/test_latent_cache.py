@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_latent_autoencoder import random_autoencoder, write_tiny_digits
+from helpers import random_autoencoder, write_tiny_digits
 
 from pixeldit.data import ImageBatches, open_dataset
 from pixeldit.data.latent_cache import MANIFEST_NAME, CacheMismatchError, cache_latents, open_latent_cache

@@ -5,8 +5,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_AE, random_autoencoder, write_tiny_digits
 from safetensors.torch import load_file
-from test_latent_autoencoder import TINY_AE, random_autoencoder, write_tiny_digits
 from typer.testing import CliRunner
 
 from pixeldit.cli.latent import app

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluators.imagenet.errors import ImageNetEvalError, InputError, ReferenceMismatchError
+from evaluators.imagenet.errors import InputError, ReferenceMismatchError
 from evaluators.imagenet.inception import EXTRACTOR_NAME, InceptionWeights
 from evaluators.imagenet.sources import HashMemo, ImageSource, NpzSource, file_sha256, file_stamp, open_images
 
@@ -231,12 +231,6 @@ def reference_summary(reference: Reference) -> dict:
             "statistics": "from the file (mu/sigma/mu_s/sigma_s)" if reference.stat_keys else "from its images",
             "extractor": (reference.card or {}).get("weights", "ADM TF graph (assumed equal to this network)"
                                                     if reference.kind in ("adm-batch", "statistics-only") else None)}
-
-
-def require_images(reference: Reference, what: str) -> ImageSource:
-    if reference.images is None:
-        raise ImageNetEvalError(f"{what} needs reference images, but {reference.description} holds statistics only")
-    return reference.images
 
 
 def build_reference(images, out, res: int | None = None, *, split: str | None = None,

@@ -1,0 +1,75 @@
+"""Builders the tests share (fixture files, tiny models, CLI apps), so no test module imports another."""
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import typer
+
+from evaluators.dpg.layout import write_grid
+from evaluators.dpg.questions import COLUMNS
+from pixeldit.cli.eval_dpg import dpg_app, eval_dpg
+from pixeldit.data.digits import digits32_images
+from pixeldit.infra.datasets import DatasetWriter
+from pixeldit.models.autoencoder import DIGITS_AE_CONFIG, SD_VAE_SCALE, LatentAutoencoder, build_vae
+
+# ------------------------------------------------------------------------------------------------
+# DPG-Bench: the small question CSV, recorded answers and grids whose tile colours name (item, tile)
+
+DPG_FIXTURES = Path(__file__).parent / "fixtures" / "dpg"
+CSV = DPG_FIXTURES / "questions_small.csv"
+RECORDED = json.loads((DPG_FIXTURES / "answers.json").read_text())["answers"]
+TILE = 8
+
+
+def colour(index, tile):
+    return (10 + index, 20 + tile, 200)
+
+
+def write_images(folder, items=tuple(sorted(RECORDED))):
+    """One grid per item whose tiles are solid colours naming (item, tile), as in the reference run."""
+    for index, item in enumerate(sorted(RECORDED)):
+        if item in items:
+            write_grid(folder, item, [np.full((TILE, TILE, 3), colour(index, tile), np.uint8) for tile in range(4)])
+    return folder
+
+
+def cli():
+    app, eval_app = typer.Typer(), typer.Typer()
+    eval_app.command("dpg")(eval_dpg)
+    app.add_typer(eval_app, name="eval")
+    app.add_typer(dpg_app, name="dpg")
+    return app
+
+
+def write_csv(path, rows, header=COLUMNS):
+    """rows: (item_id, proposition_id, dependency, tuple, question)."""
+    lines = [",".join(header)]
+    for item_id, proposition_id, dependency, tuple_text, question in rows:
+        lines.append(f'{item_id},prompt,kw,{proposition_id},"{dependency}",b,d,"{tuple_text}",{question}')
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+# Latent baselines: a tiny real-digits dataset and a random tiny autoencoder
+
+TINY_AE = {**DIGITS_AE_CONFIG, "block_out_channels": (8, 16, 16), "norm_num_groups": 8}
+
+
+def write_tiny_digits(path, train=32, reference=16):
+    """A small real-digits dataset (train / reference splits) in the project's format."""
+    images, labels = digits32_images()
+    with DatasetWriter(path, 32) as writer:
+        for index in range(train + reference):
+            writer.add(images[index], labels[index])
+        fields = {"name": "digits-tiny", "num_classes": 10, "class_names": [str(d) for d in range(10)],
+                  "source": {"kind": "test"}, "preprocessing": "digits32", "prepare_command": "test"}
+        return writer.finish(fields, splits={"train": (0, train), "reference": (train, train + reference)})
+
+
+def random_autoencoder(shift=0.0, scale=SD_VAE_SCALE) -> LatentAutoencoder:
+    torch.manual_seed(1)
+    vae = build_vae(TINY_AE)
+    channels = TINY_AE["latent_channels"]
+    return LatentAutoencoder(vae, torch.full((channels,), shift), torch.full((channels,), scale), name="random")
