@@ -8,10 +8,13 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 MODELSCOPE_PYTHON = ROOT / ".venv-modelscope" / "bin" / "python"
 
 
+@pytest.mark.slow
 def test_modelscope_backend_tests_pass_in_their_environment():
     assert MODELSCOPE_PYTHON.exists(), (f"{MODELSCOPE_PYTHON} is missing: run the tests with "
                                         f"`bash .ci/bootstrap.sh pytest`, which builds it")

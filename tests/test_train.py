@@ -142,6 +142,7 @@ def _train_args(dataset, out, kimg=3):
             "--set", "log_every=2", "--set", "deterministic=true"]
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_is_bit_identical_to_an_uninterrupted_run(tiny_dataset, tmp_path):
     reference = _run_training(_train_args(tiny_dataset, tmp_path / "straight"))
     assert reference.wait(timeout=600) == 0, reference.stdout.read()
@@ -169,6 +170,7 @@ def test_sigkill_and_resume_is_bit_identical_to_an_uninterrupted_run(tiny_datase
     assert steps == sorted(set(steps)), "a resumed run must not log a step twice"
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_match_one_process_at_the_same_global_batch(tiny_dataset, tmp_path):
     single = _run_training(_train_args(tiny_dataset, tmp_path / "one", kimg=1))
     assert single.wait(timeout=600) == 0, single.stdout.read()

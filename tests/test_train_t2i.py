@@ -85,6 +85,7 @@ def _train(dataset, out):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_is_bit_identical_to_an_uninterrupted_run(tiny_dataset, tmp_path):
     straight = _train(tiny_dataset, tmp_path / "straight")
     assert straight.wait(timeout=600) == 0, straight.stdout.read()

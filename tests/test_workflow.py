@@ -85,6 +85,7 @@ def _tiny_benchmark(tmp_path):
     return path, results
 
 
+@pytest.mark.slow
 def test_the_dag_resumes_after_a_kill_does_nothing_twice_and_reruns_only_what_a_deletion_needs(tmp_path):
     config, results = _tiny_benchmark(tmp_path)
     base = [*SNAKEMAKE, "--cores", "2", "--configfile", str(config)]
