@@ -83,8 +83,9 @@ def evaluate(name: str, inputs: list[str | os.PathLike], out: str | os.PathLike,
     """Run evaluator `name` on `inputs` and write its one result JSON to `out`, after checking the record is a
     result of this evaluator at its task spec's version."""
     record = get_evaluator(name)(*inputs, **options)
-    version = load_task(name)["version"]
-    if record.get("schema") != SCHEMA or record.get("evaluator", {}).get("name") != load_task(name).get("result_name", name):
+    spec = load_task(name)
+    version = spec["version"]
+    if record.get("schema") != SCHEMA or record.get("evaluator", {}).get("name") != spec.get("result_name", name):
         raise ValueError(f"evaluator {name!r} returned something that is not its result record (schema {SCHEMA})")
     if record["evaluator"].get("version") != version:
         raise ValueError(f"evaluator {name!r} reports version {record['evaluator'].get('version')!r} but its task "

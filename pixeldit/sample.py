@@ -96,8 +96,6 @@ def class_labels(indices: Iterable[int], num_classes: int) -> np.ndarray:
     return np.asarray(list(indices), dtype=np.int64) % num_classes
 
 
-
-
 # ------------------------------------------------------------------------------------------------
 # Generation
 
@@ -139,20 +137,12 @@ def generate(model: VelocityModel, indices: Sequence[int], sampler: Sampler, see
 
 
 # ------------------------------------------------------------------------------------------------
-# Files: network resolution, disk space, atomic npz
-
-
-
-
-
-
+# Files (writing them is pixeldit.infra.files' job)
 
 
 def _load_array(path: Path, name: str) -> np.ndarray:
     with np.load(path) as data:
         return data[name]
-
-
 
 
 # ------------------------------------------------------------------------------------------------
@@ -211,10 +201,6 @@ def shard_is_complete(npz_path: Path, settings: dict) -> bool:
     sidecar = _read_sidecar(npz_path)
     return (sidecar is not None and sidecar.get("settings") == settings and npz_path.is_file()
             and sha256_file(npz_path) == sidecar.get("sha256"))
-
-
-
-
 
 
 def sampling_settings(sampler: Sampler, seed: int, network_sha256: str, resolution: int, num_classes: int,

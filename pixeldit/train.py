@@ -193,8 +193,6 @@ def caption_choice(config: TrainConfig, step: int, positions: range, per_class: 
     return choice[torch.tensor(list(positions))]
 
 
-
-
 def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True) -> Path:
     """Train (or resume) until config.total_kimg; returns the final network snapshot."""
     rank, world_size, device = setup_distributed()

@@ -106,9 +106,6 @@ def test_unreadable_and_wrongly_sized_images_are_counted(tmp_path):
     assert record["values"]["coverage"] == 0.6
 
 
-
-
-
 def test_cli_dry_run_check_and_coverage_exit_codes(tmp_path):
     images = write_images(tmp_path / "images", items=("0", "3", "midjourney12", "partiprompts7"))
     runner = CliRunner()

@@ -9,9 +9,6 @@ from evaluators.dpg.questions import QuestionCSVError, load_questions
 FIXTURE = Path(__file__).parent / "fixtures" / "dpg" / "questions_small.csv"
 
 
-
-
-
 def test_fixture_parses_into_a_question_graph():
     graph = load_questions(FIXTURE)
     assert list(graph.items) == ["0", "3", "COCOval2014000000000042", "partiprompts7", "midjourney12"]

@@ -217,7 +217,6 @@ def test_self_check_refuses_without_compiled_mmcv(monkeypatch):
         check_mmcv_ops("cpu")
 
 
-
 # ------------------------------------------------------------------ mmdet backend (needs mmcv built from source)
 
 try:

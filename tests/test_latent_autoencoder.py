@@ -21,9 +21,6 @@ def tiny_digits(tmp_path_factory):
     return write_tiny_digits(tmp_path_factory.mktemp("data") / "digits")
 
 
-
-
-
 def test_encode_decode_shapes_and_scaling():
     ae = random_autoencoder(shift=0.5, scale=SD_VAE_SCALE)
     images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)

@@ -25,8 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from evaluators.imagenet.errors import InputError, ReferenceMismatchError
-from evaluators.imagenet.inception import EXTRACTOR_NAME, InceptionWeights
+from evaluators.imagenet.features import Cache, LazyExtractor, default_batch_size, extract
+from evaluators.imagenet.inception import EXTRACTOR_NAME, InceptionWeights, resolve_weights
+from evaluators.imagenet.metrics import fid_statistics
 from evaluators.imagenet.sources import HashMemo, ImageSource, NpzSource, file_sha256, file_stamp, open_images
+from pixeldit.infra.devices import resolve_device
+from pixeldit.infra.files import sha256_file
 
 CARD_SCHEMA = "pixeldit-bench/imagenet-reference/v1"
 STAT_KEYS = ("mu", "sigma", "mu_s", "sigma_s")
@@ -243,12 +247,6 @@ def build_reference(images, out, res: int | None = None, *, split: str | None = 
     batches keep 10,000) for precision/recall and KID. `res` centre-crops a folder of raw images the ADM
     way; any other input must already be `res`×`res`. Returns {"path", "sha256", "checksum", "card"}.
     """
-    from evaluators.imagenet.features import Cache, LazyExtractor, default_batch_size, extract
-    from evaluators.imagenet.inception import resolve_weights
-    from evaluators.imagenet.metrics import fid_statistics
-    from pixeldit.infra.devices import resolve_device
-    from pixeldit.infra.files import sha256_file
-
     out = Path(out)
     if out.suffix.lower() != ".npz":
         raise InputError(f"--out {out} must end in .npz (ADM's reference format)")

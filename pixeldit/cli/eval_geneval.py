@@ -34,8 +34,6 @@ geneval_app = typer.Typer(cls=_DefaultToScore, no_args_is_help=True, rich_markup
                                "`geneval IMAGES_DIR …` is short for `geneval score IMAGES_DIR …`.")
 
 
-
-
 def _resolve_device(device: str) -> str:
     return str(resolve_device(device))
 

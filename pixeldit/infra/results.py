@@ -30,7 +30,6 @@ _REPORTED_PACKAGES = ("pixeldit-bench", "torch", "torch-fidelity", "clean-fid", 
                       "open-clip-torch", "transformers", "mmdet", "mmcv", "diffusers")
 
 
-
 def git_commit(repo: str | os.PathLike | None = None) -> str | None:
     """Commit of the checkout this package runs from, with '-dirty' when it has local changes."""
     repo = Path(repo) if repo else Path(__file__).resolve().parents[2]
@@ -75,7 +74,6 @@ def make_result(evaluator: str, version: str, values: Mapping[str, float | None]
     if extra:
         record["extra"] = dict(extra)
     return record
-
 
 
 def read_result(path: str | os.PathLike) -> dict[str, Any]:
