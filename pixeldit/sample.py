@@ -20,14 +20,14 @@ of processes; see `sample_shards` for when the images are bit-identical too):
 - Weights: EMA, fp32, with optional bf16 autocast around the model forward only (the sampler's update
   arithmetic stays float32), as in the reference's predict loop.
 
-Layout of an output directory::
+Layout of an output directory (shard naming, sidecars and checks are `pixeldit.infra.shards`)::
 
-    shard-0000000-0000999.npz    arr_0 uint8 (count, H, W, 3), arr_1 int64 labels   (indices 0..999)
-    shard-0000000-0000999.json   index range, settings, network sha256, sha256 of the .npz
-    samples.npz                  merged arr_0 / arr_1 (ADM evaluator input)
-    samples.json                 settings, shard list, sha256 of samples.npz
-    samples-grid.png             the first images, one class per column
-    png/0000000.png ...          optional
+    shard-0000000-0000999.npz           arr_0 uint8 (count, H, W, 3), arr_1 int64 labels   (indices 0..999)
+    .shards/shard-0000000-0000999.json  index range, settings, network, sha256 of the .npz
+    samples.npz                         merged arr_0 / arr_1 (ADM evaluator input)
+    samples.json                        settings, shard list, sha256 of samples.npz
+    samples-grid.png                    the first images, one class per column
+    png/0000000.png ...                 optional
 
 A shard counts as done only when its sidecar exists, records the same settings and the `.npz` hashes to
 the recorded sha256; anything else is redone. Every file is written to a temp name, fsynced and renamed,
@@ -38,11 +38,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import math
 import os
-import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -51,10 +49,21 @@ import torch
 
 from pixeldit import flow
 from pixeldit.compute import sampling_flops
-from pixeldit.infra.devices import distributed_world, resolve_device
-from pixeldit.infra.files import check_disk_space, save_npz_atomic, sha256_file, write_json_atomic, write_npz_streamed
+from pixeldit.infra.devices import resolve_device
+from pixeldit.infra.files import check_disk_space, save_npz_atomic, sha256_file, write_json_atomic
 from pixeldit.infra.images import QUANTIZATIONS, quantize
 from pixeldit.infra.runs import resolve_network
+from pixeldit.infra.shards import (
+    Shard,
+    load_array,
+    merge_npz,
+    pending_shards,
+    ranks_shard_ids,
+    shard_file,
+    shard_ranges,
+    verified_shards,
+    write_sidecar,
+)
 from pixeldit.models.autoencoder import LatentAutoencoder, load_autoencoder
 from pixeldit.models.flops import model_forward_flops, training_flops
 from pixeldit.samplers import Sampler, VelocityModel
@@ -64,9 +73,8 @@ log = logging.getLogger(__name__)
 LABEL_RULE = "index mod num_classes"
 NOISE_RULE = ("randn({shape}) float32 from torch.Generator(cpu).manual_seed("
               "sha256('pixeldit-bench/noise/<seed>/<index>')[:8] little-endian & (2**63-1))")
-SHARD_SCHEMA = "pixeldit-bench/sample-shard/v1"
-SAMPLES_SCHEMA = "pixeldit-bench/samples/v1"
-SHARD_PATTERN = re.compile(r"shard-(\d{7})-(\d{7})\.npz")
+SAMPLES_SCHEMA = "pixeldit-bench/samples/v2"
+SHARD_COMMAND = "`pixeldit-bench sample`"
 GRID_COLUMNS = 10
 
 
@@ -137,70 +145,7 @@ def generate(model: VelocityModel, indices: Sequence[int], sampler: Sampler, see
 
 
 # ------------------------------------------------------------------------------------------------
-# Files (writing them is pixeldit.infra.files' job)
-
-
-def _load_array(path: Path, name: str) -> np.ndarray:
-    with np.load(path) as data:
-        return data[name]
-
-
-# ------------------------------------------------------------------------------------------------
-# Shards
-
-
-def shard_ranges(n: int, shard_size: int) -> list[tuple[int, int]]:
-    """[(first, last)] inclusive index ranges covering [0, n)."""
-    if n < 1 or shard_size < 1:
-        raise ValueError(f"n and shard_size must be >= 1, got n={n}, shard_size={shard_size}")
-    return [(first, min(first + shard_size, n) - 1) for first in range(0, n, shard_size)]
-
-
-def shard_path(out_dir: Path, first: int, last: int) -> Path:
-    return out_dir / f"shard-{first:07d}-{last:07d}.npz"
-
-
-def parse_shard_ids(text: str | None) -> list[int] | None:
-    """'0,3,5-7' -> [0, 3, 5, 6, 7]; None or '' -> None (all shards). `plan_sampling` checks they exist."""
-    if text is None or not text.strip():
-        return None
-    ids: list[int] = []
-    for part in text.split(","):
-        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if match is None:
-            raise ValueError(f"cannot read shard list {text!r}; write ids and ranges like '0,3,5-7'")
-        first, last = int(match.group(1)), int(match.group(2) or match.group(1))
-        ids.extend(range(first, last + 1))
-    return sorted(set(ids))
-
-
-def _read_sidecar(npz_path: Path) -> dict | None:
-    try:
-        return json.loads(npz_path.with_suffix(".json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def _differences(found: dict, expected: dict) -> dict:
-    return {key: (found.get(key), expected.get(key)) for key in sorted(set(found) | set(expected))
-            if found.get(key) != expected.get(key)}
-
-
-def _check_no_foreign_shards(out_dir: Path, settings: dict) -> None:
-    """Refuse to mix runs: any shard sidecar in out_dir must record these settings."""
-    for npz_path in sorted(out_dir.glob("shard-*.npz")):
-        sidecar = _read_sidecar(npz_path)
-        if sidecar is not None and sidecar.get("settings") != settings:
-            raise ValueError(f"{npz_path.with_suffix('.json')} was sampled with other settings "
-                             f"{_differences(sidecar.get('settings') or {}, settings)} (found, wanted); "
-                             f"use another output directory or delete those shards")
-
-
-def shard_is_complete(npz_path: Path, settings: dict) -> bool:
-    """Sidecar present with these settings, and the npz matches its recorded sha256."""
-    sidecar = _read_sidecar(npz_path)
-    return (sidecar is not None and sidecar.get("settings") == settings and npz_path.is_file()
-            and sha256_file(npz_path) == sidecar.get("sha256"))
+# Shards (the engine is pixeldit.infra.shards)
 
 
 def sampling_settings(sampler: Sampler, seed: int, network_sha256: str, resolution: int, num_classes: int,
@@ -265,13 +210,9 @@ def plan_sampling(network: str | os.PathLike, n: int, shard_size: int, shard_ids
         raise ValueError(f"n={n} is not a multiple of the model's {config.num_classes} classes, so the labels cannot "
                          f"be class-balanced; use e.g. n={math.ceil(n / config.num_classes) * config.num_classes}")
     shards = shard_ranges(n, shard_size)
-    chosen = sorted(set(range(len(shards)) if shard_ids is None else shard_ids))
-    bad = [i for i in chosen if not 0 <= i < len(shards)]
-    if bad:
-        raise ValueError(f"shard ids {bad} do not exist: this run has {len(shards)} shards (ids 0..{len(shards) - 1})")
-    rank, world = distributed_world()
+    mine = ranks_shard_ids(len(shards), shard_ids, f"this run has {len(shards)} shards")
     return SamplingPlan(network_path, config.name, config.num_classes, int(resolution), n, tuple(shards),
-                        tuple(chosen[rank::world]), latent)
+                        tuple(mine), latent)
 
 
 def sample_shards(network_path: str | os.PathLike, out_dir: str | os.PathLike, n: int, sampler: Sampler, seed: int,
@@ -296,9 +237,8 @@ def sample_shards(network_path: str | os.PathLike, out_dir: str | os.PathLike, n
     settings = sampling_settings(sampler, seed, sha256_file(plan.network_path), plan.resolution, plan.num_classes,
                                  quantization, autocast_bf16, plan.latent)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _check_no_foreign_shards(out_dir, settings)
     mine = [plan.shards[i] for i in plan.shard_ids]
-    pending = [(a, b) for a, b in mine if not shard_is_complete(shard_path(out_dir, a, b), settings)]
+    pending = pending_shards(out_dir, mine, settings)
     bytes_per_image = plan.resolution ** 2 * 3
     check_disk_space(out_dir, sum(b - a + 1 for a, b in pending) * bytes_per_image
                      + (n * bytes_per_image * (2 if png else 1) if merge else 0), f"sampling {len(pending)} shards")
@@ -312,18 +252,17 @@ def sample_shards(network_path: str | os.PathLike, out_dir: str | os.PathLike, n
     network = {"path": str(plan.network_path), "sha256": settings["network_sha256"], "weights": "ema",
                "config": metadata.get("config"), "summary": network_summary(model, metadata, sampler, plan.resolution, autoencoder)}
     for first, last in pending:
-        path = shard_path(out_dir, first, last)
+        path = shard_file(out_dir, first, last)
         log.info("sampling %s", path.name)
         images, labels = generate(model, range(first, last + 1), sampler, seed, plan.num_classes, plan.resolution,
                                   batch_size, device, autocast_bf16, quantization, autoencoder)
         save_npz_atomic(path, arr_0=images, arr_1=labels)
-        write_json_atomic(path.with_suffix(".json"), {
-            "schema": SHARD_SCHEMA, "first": first, "last": last, "count": last - first + 1,
-            "sha256": sha256_file(path), "settings": settings, "sampler_config": dataclasses.asdict(sampler),
-            "network": network, "device": str(device), "torch": torch.__version__})
+        write_sidecar(out_dir, first, last, settings, [path], count=last - first + 1,
+                      sampler_config=dataclasses.asdict(sampler), network=network, device=str(device),
+                      torch=torch.__version__)
     merged = merge_shards(out_dir, n=n, png=png) if merge else None
-    return {"written": [shard_path(out_dir, a, b).name for a, b in pending],
-            "skipped": [shard_path(out_dir, a, b).name for a, b in mine if (a, b) not in pending],
+    return {"written": [shard_file(out_dir, a, b).name for a, b in pending],
+            "skipped": [shard_file(out_dir, a, b).name for a, b in mine if (a, b) not in pending],
             "merged": str(merged) if merged else None}
 
 
@@ -355,68 +294,15 @@ def load_recorded_autoencoder(latent: dict, device: torch.device) -> LatentAutoe
 # Merge
 
 
-def _load_shard_table(out_dir: Path) -> list[tuple[int, int, Path, dict]]:
-    """Every shard in out_dir as (first, last, path, sidecar), verified against its own sidecar."""
-    table = []
-    for path in sorted(out_dir.glob("shard-*.npz")):
-        match = SHARD_PATTERN.fullmatch(path.name)
-        if match is None:
-            raise ValueError(f"{path} does not follow the shard naming shard-<first:07d>-<last:07d>.npz; remove it")
-        sidecar = _read_sidecar(path)
-        if sidecar is None:
-            raise ValueError(f"{path.name} has no readable sidecar {path.with_suffix('.json').name} (an interrupted "
-                             f"write); rerun the same sample command to redo it")
-        first, last = int(match.group(1)), int(match.group(2))
-        if (sidecar.get("first"), sidecar.get("last")) != (first, last):
-            raise ValueError(f"{path.name}: its sidecar says indices {sidecar.get('first')}..{sidecar.get('last')}; "
-                             f"delete both files and rerun the sample command")
-        if sha256_file(path) != sidecar.get("sha256"):
-            raise ValueError(f"{path.name} does not match the sha256 in its sidecar (corrupt or partly written); "
-                             f"rerun the same sample command to redo it")
-        table.append((first, last, path, sidecar))
-    if not table:
-        raise FileNotFoundError(f"no shard-*.npz files in {out_dir}; run `pixeldit-bench sample` first")
-    return sorted(table, key=lambda row: (row[0], row[1]))
-
-
-def _check_tiling(table: list[tuple[int, int, Path, dict]], n: int | None) -> list[tuple[int, int, Path, dict]]:
-    """The shards of [0, n) (all shards when n is None), refusing gaps, overlaps, duplicates and mixed settings."""
-    reference = table[0]
-    for row in table[1:]:
-        if row[3]["settings"] != reference[3]["settings"]:
-            raise ValueError(f"{row[2].name} and {reference[2].name} were sampled with different settings "
-                             f"{_differences(row[3]['settings'], reference[3]['settings'])}; delete the stray shards")
-    if n is not None:
-        straddling = [row[2].name for row in table if row[0] < n <= row[1]]
-        if straddling:
-            raise ValueError(f"{straddling} cross n={n}; merge with n at a shard boundary")
-        table = [row for row in table if row[1] < n]
-    expected_first = 0
-    previous = None
-    for first, last, path, _ in table:
-        if first > expected_first:
-            after = f"after {previous.name}" if previous else "at the start"
-            raise ValueError(f"gap: indices {expected_first}..{first - 1} are missing {after} (next is {path.name}); "
-                             f"rerun the sample command for the missing shards")
-        if first < expected_first:  # two shards claim the same indices (e.g. runs with different --shard-size)
-            raise ValueError(f"{path.name} overlaps {previous.name}: indices {first}..{min(last, expected_first - 1)} "
-                             f"were sampled twice; delete one of them")
-        expected_first, previous = last + 1, path
-    if n is not None and expected_first < n:
-        raise ValueError(f"gap: indices {expected_first}..{n - 1} are missing after {previous.name}; "
-                         f"rerun the sample command for the missing shards")
-    return table
-
-
-def _verified_shards(out_dir: Path, n: int | None) -> list[tuple[int, int, Path, dict]]:
+def _verified_shards(out_dir: Path, n: int | None) -> list[Shard]:
     """The shards tiling [0, n) (all when n is None), every check done: checksums, tiling, settings, labels."""
-    table = _check_tiling(_load_shard_table(out_dir), n)
-    settings = table[0][3]["settings"]
-    count = table[-1][1] + 1
+    table = verified_shards(out_dir, n, unit="indices", command=SHARD_COMMAND)
+    settings = table[0].sidecar["settings"]
+    count = table[-1].last + 1
     if count % settings["num_classes"]:
         raise ValueError(f"the shards hold {count} samples, not a multiple of {settings['num_classes']} classes; "
                          f"sample up to a multiple first")
-    labels = np.concatenate([_load_array(path, "arr_1") for _, _, path, _ in table])
+    labels = np.concatenate([load_array(shard_file(out_dir, shard.first, shard.last), "arr_1") for shard in table])
     if not np.array_equal(labels, class_labels(range(count), settings["num_classes"])):
         raise ValueError("shard labels do not follow the 'index mod num_classes' rule; the shards were not written "
                          "by this sampler — delete them and resample")
@@ -426,8 +312,8 @@ def _verified_shards(out_dir: Path, n: int | None) -> list[tuple[int, int, Path,
 def check_shards(out_dir: str | os.PathLike, n: int | None = None) -> dict:
     """What `merge_shards` would merge, after all of its checks, without writing anything."""
     table = _verified_shards(Path(out_dir), n)
-    return {"count": table[-1][1] + 1, "settings": table[0][3]["settings"],
-            "shards": [path.name for _, _, path, _ in table]}
+    return {"count": table[-1].last + 1, "settings": table[0].sidecar["settings"],
+            "shards": [shard_file(out_dir, shard.first, shard.last).name for shard in table]}
 
 
 def merge_shards(out_dir: str | os.PathLike, n: int | None = None, png: bool = False,
@@ -435,24 +321,20 @@ def merge_shards(out_dir: str | os.PathLike, n: int | None = None, png: bool = F
     """Merge verified shards tiling [0, n) into samples.npz (+ samples.json, samples-grid.png, optional png/)."""
     out_dir = Path(out_dir)
     table = _verified_shards(out_dir, n)
-    settings, count = table[0][3]["settings"], table[-1][1] + 1
-    shard_files = [path for _, _, path, _ in table]
+    settings, count = table[0].sidecar["settings"], table[-1].last + 1
+    shard_files = [shard_file(out_dir, shard.first, shard.last) for shard in table]
     resolution = settings["resolution"]
     check_disk_space(out_dir, count * resolution * resolution * 3 * (2 if png else 1), "merging")
-    npz_path = out_dir / "samples.npz"
-    labels = class_labels(range(count), settings["num_classes"])
-    write_npz_streamed(npz_path, {"arr_0": (np.uint8, (count, resolution, resolution, 3),
-                                            (_load_array(shard, "arr_0") for shard in shard_files)),
-                                  "arr_1": (labels.dtype, labels.shape, [labels])})
+    npz_path = merge_npz(out_dir / "samples.npz", shard_files)   # arr_0 images, arr_1 labels (checked above)
     _write_pngs(out_dir, shard_files, png, grid_rows * GRID_COLUMNS)
-    first_sidecar = table[0][3]
+    first_sidecar = table[0].sidecar
     write_json_atomic(out_dir / "samples.json", {
         "schema": SAMPLES_SCHEMA, "file": npz_path.name, "sha256": sha256_file(npz_path), "count": count,
         "arrays": {"arr_0": f"uint8 ({count}, {resolution}, {resolution}, 3)", "arr_1": f"int64 ({count},) labels"},
         "settings": settings, "sampler_config": first_sidecar.get("sampler_config"),
         "network": first_sidecar.get("network"),
-        "shards": [{"file": path.name, "first": first, "last": last, "sha256": sidecar["sha256"]}
-                   for first, last, path, sidecar in table]})
+        "shards": [{"file": path.name, "first": shard.first, "last": shard.last, "sha256": shard.files[path.name]}
+                   for shard, path in zip(table, shard_files)]})
     return npz_path
 
 
@@ -464,7 +346,7 @@ def _write_pngs(out_dir: Path, shard_files: Sequence[Path], all_images: bool, gr
     grid_images: list[np.ndarray] = []
     index = 0
     for shard in shard_files:
-        images = _load_array(shard, "arr_0")
+        images = load_array(shard, "arr_0")
         grid_images.extend(images[:max(0, grid_size - len(grid_images))])
         if all_images:
             (out_dir / "png").mkdir(exist_ok=True)

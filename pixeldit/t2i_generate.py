@@ -6,14 +6,15 @@ Prompt sets and what each writes into the output folder:
   <j:04d>.png`` (`evaluators.geneval.prompts`), 4 samples per prompt;
 - ``dpg`` (1,065 prompts): one 2x2 grid of 4 samples per prompt, ``<item_id>.png`` (`evaluators.dpg.layout`);
 - a caption set of `pixeldit.data.captions` (``digits``: "a handwritten digit seven", ...): one prompt per
-  class, any number of samples each, written as ``shard-<first>-<last>.npz`` (arr_0 uint8 NHWC, arr_1 the
+  class, any number of samples each, written as ``shard-<first:07d>-<last:07d>.npz`` (arr_0 uint8 NHWC, arr_1 the
   prompt's class) and merged into ``samples.npz`` for the ImageNet-style metrics and the class check.
 
 Reproducibility, as class-conditional sampling (`pixeldit.sample`): sample j of prompt p gets its own noise,
 seeded by the hash of (seed, "p/j"), so an image depends on nothing but its prompt, index and settings.
-Shards are ranges of prompts; a shard is done when ``.shards/shard-<first>-<last>.json`` records the same
-settings and every file it lists still hashes to its recorded sha256; anything else is redone. Images and
-sidecars are written atomically. Independent jobs (SLURM array tasks, torchrun ranks) fill disjoint shards.
+Shards are ranges of prompts, run by the shard engine `pixeldit.infra.shards`: a shard is done when
+``.shards/shard-<first:07d>-<last:07d>.json`` records the same settings and every file it lists still hashes to
+its recorded sha256; anything else is redone. Images and sidecars are written atomically. Independent jobs
+(SLURM array tasks, torchrun ranks) fill disjoint shards.
 Each shard's prompts are encoded once, in one batch, and the null / negative prompt once per run.
 
 Aspect ratios: square only. Upstream samples GenEval and DPG at the square bucket (1024x1024 or 512x512),
@@ -34,18 +35,28 @@ import torch
 
 from evaluators.registry import load_task
 from pixeldit.conditioning import TextCondition
-from pixeldit.infra.devices import distributed_world, resolve_device
+from pixeldit.infra.devices import resolve_device
 from pixeldit.infra.files import atomic_path, check_disk_space, save_npz_atomic, sha256_file, write_json_atomic
 from pixeldit.infra.images import QUANTIZATIONS, quantize
 from pixeldit.infra.runs import resolve_network
-from pixeldit.sample import sample_noise, shard_ranges
+from pixeldit.infra.shards import (
+    merge_npz,
+    pending_shards,
+    ranks_shard_ids,
+    shard_file,
+    shard_ranges,
+    sidecar_path,
+    verified_shards,
+    write_sidecar,
+)
+from pixeldit.sample import sample_noise
 from pixeldit.samplers import Sampler
 from pixeldit.text_encoders import TextEncoder
 
 log = logging.getLogger(__name__)
 
-SHARD_SCHEMA = "pixeldit-bench/t2i-shard/v1"
-SAMPLES_SCHEMA = "pixeldit-bench/t2i-samples/v1"
+SAMPLES_SCHEMA = "pixeldit-bench/t2i-samples/v2"
+GENERATE_COMMAND = "`pixeldit-bench t2i generate`"
 NOISE_RULE = ("randn(3,H,W) float32 from torch.Generator(cpu).manual_seed(sha256('pixeldit-bench/noise/<seed>/"
               "<prompt>/<sample>')[:8] little-endian & (2**63-1))")
 CAPTION_SET_SAMPLES_PER_PROMPT = 4   # the default for a caption set; a benchmark's count is fixed by its task spec
@@ -169,25 +180,6 @@ def load_generator(plan: NetworkPlan, negative_prompt: str, device: torch.device
 # Shards
 
 
-def sidecar_path(out_dir: Path, first: int, last: int) -> Path:
-    return out_dir / ".shards" / f"shard-{first:05d}-{last:05d}.json"
-
-
-def npz_shard_path(out_dir: Path, first: int, last: int) -> Path:
-    """A caption set's images of prompts first..last."""
-    return out_dir / f"shard-{first:05d}-{last:05d}.npz"
-
-
-def shard_is_complete(out_dir: Path, first: int, last: int, settings: dict) -> bool:
-    """Sidecar with these settings, and every file it lists present with its recorded sha256."""
-    try:
-        sidecar = json.loads(sidecar_path(out_dir, first, last).read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return sidecar.get("settings") == settings and all(
-        (out_dir / name).is_file() and sha256_file(out_dir / name) == digest for name, digest in sidecar["files"].items())
-
-
 def _write_png(path: Path, image: np.ndarray) -> None:
     from PIL import Image
 
@@ -204,7 +196,7 @@ def write_shard_images(prompt_set: PromptSet, out_dir: Path, first: int, last: i
     per_prompt = images.reshape(last - first + 1, samples_per_prompt, *images.shape[1:])   # (P, S, H, W, 3)
     if prompt_set.layout == "npz":
         labels = np.repeat([prompt_set.items[p].label for p in range(first, last + 1)], samples_per_prompt)
-        path = npz_shard_path(out_dir, first, last)
+        path = shard_file(out_dir, first, last)
         save_npz_atomic(path, arr_0=images, arr_1=labels.astype(np.int64))
         return [path]
     written = []
@@ -251,13 +243,8 @@ def generate_prompt_set(network: str | os.PathLike, out_dir: str | os.PathLike, 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     shards = shard_ranges(len(prompts.items), shard_size)
-    chosen = sorted(set(range(len(shards)) if shard_ids is None else shard_ids))
-    bad = [i for i in chosen if not 0 <= i < len(shards)]
-    if bad:
-        raise ValueError(f"shard ids {bad} do not exist: {prompts.name} has {len(shards)} shards of {shard_size} prompts "
-                         f"(ids 0..{len(shards) - 1})")
-    rank, world = distributed_world()
-    mine = [shards[i] for i in chosen[rank::world]]
+    mine = [shards[i] for i in ranks_shard_ids(len(shards), shard_ids,
+                                               f"{prompts.name} has {len(shards)} shards of {shard_size} prompts")]
 
     plan = plan_network(network, text_encoder)
     resolution = resolution or plan.resolution
@@ -268,7 +255,7 @@ def generate_prompt_set(network: str | os.PathLike, out_dir: str | os.PathLike, 
     out_dir = Path(out_dir)
     settings = generation_settings(prompts, sampler, seed, sha256_file(plan.path), plan.which, resolution,
                                    plan.text_encoder, negative_prompt, samples_per_prompt, quantization, autocast_bf16)
-    pending = [(a, b) for a, b in mine if not shard_is_complete(out_dir, a, b, settings)]
+    pending = pending_shards(out_dir, mine, settings, refuse_foreign=False)   # other settings: redo those shards
     result = {"written": [sidecar_path(out_dir, a, b).name for a, b in pending],
               "skipped": [sidecar_path(out_dir, a, b).name for a, b in mine if (a, b) not in pending]}
     if not pending:   # nothing to do: never load a 1.3B model and its encoder to skip every shard
@@ -293,11 +280,8 @@ def generate_prompt_set(network: str | os.PathLike, out_dir: str | os.PathLike, 
             rows = condition.select([p - first for p, _ in batch])
             images[start:start + len(batch)] = generator.images(sampler, rows, noise, quantization)
         written = write_shard_images(prompts, out_dir, first, last, images, samples_per_prompt)
-        write_json_atomic(sidecar_path(out_dir, first, last), {
-            "schema": SHARD_SCHEMA, "first": first, "last": last, "settings": settings,
-            "sampler_config": dataclasses.asdict(sampler), "network": str(plan.path),
-            "files": {path.relative_to(out_dir).as_posix(): sha256_file(path) for path in written},
-            "device": str(device), "torch": torch.__version__})
+        write_sidecar(out_dir, first, last, settings, written, sampler_config=dataclasses.asdict(sampler),
+                      network=str(plan.path), device=str(device), torch=torch.__version__)
     return result
 
 
@@ -305,48 +289,26 @@ def check_prompt_set(out_dir: str | os.PathLike) -> dict:
     """Check that the shards' sidecars tile the whole prompt set with one set of settings and that every file
     they list is intact; returns the card `finish_prompt_set` writes. Loads no model."""
     out_dir = Path(out_dir)
-    sidecars = sorted((out_dir / ".shards").glob("shard-*.json"))
-    if not sidecars:
-        raise FileNotFoundError(f"no shard sidecars under {out_dir / '.shards'}; run `pixeldit-bench t2i generate` first")
-    records = [json.loads(path.read_text()) for path in sidecars]
-    settings = records[0]["settings"]
+    shards = verified_shards(out_dir, unit="prompts", command=GENERATE_COMMAND)
+    settings = shards[0].sidecar["settings"]
     prompts = load_prompt_set(settings["prompt_set"])
     if settings["prompts_sha256"] != prompts.sha256():
         raise ValueError(f"{out_dir} was generated from another version of the {prompts.name} prompts; regenerate it")
-    expected_first = 0
-    for path, record in zip(sidecars, records):
-        if record["settings"] != settings:
-            raise ValueError(f"{path.name} was generated with other settings than {sidecars[0].name}; delete the stray "
-                             f"shards or regenerate them")
-        if record["first"] != expected_first:
-            raise ValueError(f"prompts {expected_first}..{record['first'] - 1} have no shard (or two shards overlap at "
-                             f"{path.name}); run `pixeldit-bench t2i generate` for them")
-        if not shard_is_complete(out_dir, record["first"], record["last"], settings):
-            raise ValueError(f"files of {path.name} are missing or changed since they were written; rerun the same "
-                             f"`pixeldit-bench t2i generate` command to redo that shard")
-        expected_first = record["last"] + 1
-    if expected_first != len(prompts.items):
-        raise ValueError(f"prompts {expected_first}..{len(prompts.items) - 1} of {prompts.name} are not generated yet")
+    if shards[-1].last + 1 != len(prompts.items):
+        raise ValueError(f"prompts {shards[-1].last + 1}..{len(prompts.items) - 1} of {prompts.name} are not "
+                         f"generated yet; run {GENERATE_COMMAND} for them")
     return {"schema": SAMPLES_SCHEMA, "prompt_set": prompts.name, "layout": prompts.layout,
             "count": len(prompts.items) * settings["samples_per_prompt"], "settings": settings,
-            "sampler_config": records[0]["sampler_config"], "network": records[0]["network"],
-            "shards": [[record["first"], record["last"]] for record in records]}
+            "sampler_config": shards[0].sidecar["sampler_config"], "network": shards[0].sidecar["network"],
+            "shards": [[shard.first, shard.last] for shard in shards]}
 
 
 def finish_prompt_set(out_dir: str | os.PathLike) -> Path:
-    """After `check_prompt_set`: merge a caption set's shards into samples.npz, and write samples.json."""
+    """After `check_prompt_set`: merge a caption set's shards into samples.npz (arr_0 the images, arr_1 the class
+    each prompt asked for, in prompt order), and write samples.json."""
     out_dir = Path(out_dir)
     card = check_prompt_set(out_dir)
     if card["layout"] == "npz":
-        merged = merge_npz_shards(out_dir, card["shards"])
+        merged = merge_npz(out_dir / "samples.npz", [shard_file(out_dir, first, last) for first, last in card["shards"]])
         card.update(file=merged.name, sha256=sha256_file(merged))
     return write_json_atomic(out_dir / "samples.json", card)
-
-
-def merge_npz_shards(out_dir: Path, shards: Sequence[tuple[int, int]]) -> Path:
-    """samples.npz: arr_0 the images, arr_1 the class each prompt asked for, in prompt order."""
-    arrays = [np.load(npz_shard_path(out_dir, a, b)) for a, b in shards]
-    path = out_dir / "samples.npz"
-    save_npz_atomic(path, arr_0=np.concatenate([data["arr_0"] for data in arrays]),
-                    arr_1=np.concatenate([data["arr_1"] for data in arrays]))
-    return path

@@ -19,13 +19,13 @@ from pixeldit.cli import sample as sampling_cli
 from pixeldit.infra.files import sha256_file
 from pixeldit.infra.images import quantize
 from pixeldit.infra.runs import resolve_network
+from pixeldit.infra.shards import parse_shard_ids
 from pixeldit.models import build_network
 from pixeldit.models.io import save_network
 from pixeldit.sample import (
     class_labels,
     generate,
     merge_shards,
-    parse_shard_ids,
     plan_sampling,
     sample_noise,
     sample_shards,
@@ -230,7 +230,7 @@ def test_kill_and_resume_leaves_no_gap_or_duplicate(network, reference_dir, tmp_
     monkeypatch.setattr(sampling, "generate", real_generate)
     assert len(list(out.glob("shard-*.npz"))) == 2
     # A shard cut short by a crash (half a file, stale sidecar) and a temp file left by the killed writer.
-    shutil.copy(reference_dir / "shard-0000012-0000015.json", out)
+    shutil.copy(reference_dir / ".shards" / "shard-0000012-0000015.json", out / ".shards")
     (out / "shard-0000012-0000015.npz").write_bytes((reference_dir / "shard-0000012-0000015.npz").read_bytes()[:500])
     (out / ".shard-0000008-0000011.npz.abc.tmp").write_bytes(b"partial")
 
@@ -255,8 +255,12 @@ def test_other_settings_in_the_same_directory_are_refused(network, copy_of_refer
         sample_shards(network, copy_of_reference, N, SAMPLER, seed=8, shard_size=4, batch_size=4)
 
 
+def _sidecar(npz_path: Path) -> Path:
+    return npz_path.parent / ".shards" / npz_path.with_suffix(".json").name
+
+
 def _edit_sidecar(npz_path: Path, **changes) -> None:
-    sidecar_path = npz_path.with_suffix(".json")
+    sidecar_path = _sidecar(npz_path)
     sidecar = json.loads(sidecar_path.read_text())
     for key, value in changes.items():
         if key == "settings":
@@ -267,9 +271,9 @@ def _edit_sidecar(npz_path: Path, **changes) -> None:
 
 
 def test_merge_refuses_a_gap(copy_of_reference):
-    for suffix in (".npz", ".json"):
-        (copy_of_reference / f"shard-0000004-0000007{suffix}").unlink()
-    with pytest.raises(ValueError, match=r"gap: indices 4\.\.7 are missing after shard-0000000-0000003.npz"):
+    (copy_of_reference / "shard-0000004-0000007.npz").unlink()
+    _sidecar(copy_of_reference / "shard-0000004-0000007.npz").unlink()
+    with pytest.raises(ValueError, match=r"gap: indices 4\.\.7 are missing after shard-0000000-0000003"):
         merge_shards(copy_of_reference)
 
 
@@ -278,16 +282,16 @@ def test_merge_refuses_overlapping_shards(copy_of_reference):
     source = copy_of_reference / "shard-0000004-0000007.npz"
     stray = copy_of_reference / "shard-0000002-0000005.npz"
     shutil.copy(source, stray)
-    shutil.copy(source.with_suffix(".json"), stray.with_suffix(".json"))
+    shutil.copy(_sidecar(source), _sidecar(stray))
     _edit_sidecar(stray, first=2, last=5)
-    with pytest.raises(ValueError, match=r"shard-0000002-0000005.npz overlaps shard-0000000-0000003.npz: "
+    with pytest.raises(ValueError, match=r"shard-0000002-0000005 overlaps shard-0000000-0000003: "
                                          r"indices 2\.\.3"):
         merge_shards(copy_of_reference)
 
 
 def test_merge_refuses_mixed_settings(copy_of_reference):
     _edit_sidecar(copy_of_reference / "shard-0000008-0000011.npz", settings={"seed": 99})
-    with pytest.raises(ValueError, match=r"shard-0000008-0000011.npz and shard-0000000-0000003.npz "
+    with pytest.raises(ValueError, match=r"shard-0000008-0000011 and shard-0000000-0000003 "
                                          r".*different settings.*seed"):
         merge_shards(copy_of_reference)
 
@@ -297,7 +301,7 @@ def test_merge_refuses_corrupt_or_unfinished_shards(copy_of_reference):
     target.write_bytes(target.read_bytes() + b"x")
     with pytest.raises(ValueError, match="shard-0000016-0000019.npz does not match the sha256"):
         merge_shards(copy_of_reference)
-    target.with_suffix(".json").unlink()
+    _sidecar(target).unlink()
     with pytest.raises(ValueError, match="shard-0000016-0000019.npz has no readable sidecar"):
         merge_shards(copy_of_reference)
 

@@ -39,7 +39,7 @@ def generate(network, out, prompts="digits", **kwargs):
 
 def test_caption_set_shards_merge_into_labelled_samples(network, tmp_path):
     result = generate(network, tmp_path / "a")
-    assert result["written"] == ["shard-00000-00004.json", "shard-00005-00009.json"]
+    assert result["written"] == ["shard-0000000-0000004.json", "shard-0000005-0000009.json"]
     card = json.loads(finish_prompt_set(tmp_path / "a").read_text())
     with np.load(tmp_path / "a" / "samples.npz") as data:
         images, labels = data["arr_0"], data["arr_1"]
@@ -64,15 +64,15 @@ def test_images_do_not_depend_on_shard_size_order_or_batch(network, tmp_path):
 def test_rerun_skips_complete_shards_and_redoes_a_lost_or_changed_one(network, tmp_path):
     out = tmp_path / "run"
     generate(network, out)
-    before = np.load(out / "shard-00005-00009.npz")["arr_0"]
+    before = np.load(out / "shard-0000005-0000009.npz")["arr_0"]
     assert generate(network, out)["written"] == []
-    (out / "shard-00005-00009.npz").unlink()
-    assert generate(network, out)["written"] == ["shard-00005-00009.json"]
-    assert np.array_equal(np.load(out / "shard-00005-00009.npz")["arr_0"], before)
-    np.savez(out / "shard-00000-00004.npz", arr_0=np.zeros((15, 8, 8, 3), np.uint8), arr_1=np.zeros(15, np.int64))
+    (out / "shard-0000005-0000009.npz").unlink()
+    assert generate(network, out)["written"] == ["shard-0000005-0000009.json"]
+    assert np.array_equal(np.load(out / "shard-0000005-0000009.npz")["arr_0"], before)
+    np.savez(out / "shard-0000000-0000004.npz", arr_0=np.zeros((15, 8, 8, 3), np.uint8), arr_1=np.zeros(15, np.int64))
     with pytest.raises(ValueError, match="rerun the same"):
         finish_prompt_set(out)
-    assert generate(network, out)["written"] == ["shard-00000-00004.json"]
+    assert generate(network, out)["written"] == ["shard-0000000-0000004.json"]
     finish_prompt_set(out)
     # other settings into the same folder redo every shard instead of mixing
     assert len(generate(network, out, samples_per_prompt=2)["written"]) == 2

@@ -87,7 +87,8 @@ def sample_run(
     """
     from pixeldit.infra.devices import distributed_world
     from pixeldit.infra.images import QUANTIZATIONS
-    from pixeldit.sample import parse_shard_ids, plan_sampling, sample_shards
+    from pixeldit.infra.shards import parse_shard_ids
+    from pixeldit.sample import plan_sampling, sample_shards
     from pixeldit.samplers import get_sampler
 
     if quantization not in QUANTIZATIONS:

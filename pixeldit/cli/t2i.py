@@ -60,7 +60,7 @@ def generate(
       pixeldit-bench t2i generate results/runs/digits32-t2i-s4-0 --prompts digits --samples-per-prompt 50 \\
           --sampler flow-dpm-20-cfg --out results/t2i/digits
     """
-    from pixeldit.sample import parse_shard_ids
+    from pixeldit.infra.shards import parse_shard_ids
     from pixeldit.samplers import get_sampler
     from pixeldit.t2i_generate import finish_prompt_set, generate_prompt_set, load_prompt_set
 
