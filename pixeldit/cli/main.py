@@ -166,22 +166,24 @@ def ls_command(
         console.print(table)
 
 
-def _benchmark_group(name: str, score, helpers: Optional[typer.Typer] = None) -> typer.Typer:
+def _benchmark_group(name: str, title: str, score, helpers: Optional[typer.Typer] = None) -> typer.Typer:
     """`eval NAME INPUT ...` scores (the `score` command); `eval NAME HELPER ...` runs one of `helpers`' commands."""
     group = typer.Typer(cls=default_command_group("score"), no_args_is_help=True, rich_markup_mode="rich",
-                        add_completion=False, help=f"{name}: `eval {name} INPUT ...` is short for "
-                                                   f"`eval {name} score INPUT ...`; the helpers prepare and check.")
+                        add_completion=False, help=f"{title}. `eval {name} INPUT ...` is short for "
+                                                   f"`eval {name} score INPUT ...`.")
     group.command("score")(score)
     if helpers is not None:
         group.registered_commands.extend(helpers.registered_commands)
     return group
 
 
-imagenet_app = _benchmark_group("imagenet", eval_imagenet)
+imagenet_app = _benchmark_group("imagenet", "ImageNet metrics (FID, sFID, IS, precision/recall) and "
+                                "their reference sets", eval_imagenet)
 imagenet_app.add_typer(ref_app, name="ref")
 eval_app.add_typer(imagenet_app, name="imagenet")
 eval_app.add_typer(geneval_app, name="geneval")
-eval_app.add_typer(_benchmark_group("dpg", eval_dpg, helpers=dpg_app), name="dpg")
+eval_app.add_typer(_benchmark_group("dpg", "DPG-Bench: score grids with VQA, check a folder, "
+                                                   "inspect the questions", eval_dpg, helpers=dpg_app), name="dpg")
 eval_app.command("digits")(eval_digits)
 
 app.add_typer(data_app, name="data", help="Prepare datasets (ADM centre crop) and inspect them.")
