@@ -72,7 +72,7 @@ def weights_fetch(
     for name in names:
         with exits_on(KeyError):
             if dry_run:
-                entry, path = weights.WEIGHTS[name], weights.path_of(name)
+                entry, path = weights.get_entry(name), weights.path_of(name)
                 console.print(f"{name}: {'present at' if path.is_file() else 'would download ' + entry.url + ' to'} "
                               f"{path}", highlight=False)
                 continue
