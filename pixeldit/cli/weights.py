@@ -53,7 +53,8 @@ def weights_list() -> None:
     for column in ("name", "file", "present", "licence", "url"):
         table.add_column(column)
     for name, entry in sorted(weights.WEIGHTS.items()):
-        table.add_row(name, entry.filename, "yes" if weights.path_of(name).is_file() else "no", entry.licence, entry.url)
+        present = "yes" if weights.path_of(name).is_file() else "no"
+        table.add_row(name, entry.filename, present, entry.licence, entry.url)
     console.print(table)
 
 
@@ -107,7 +108,7 @@ def import_c2i(
     """Convert an NVlabs/PixelDiT class-conditional checkpoint into this project's network format.
 
     [b]Examples[/b]
-      pixeldit-bench weights import c2i imagenet256_pixeldit_xl_epoch320.ckpt results/imported/pixeldit-xl-256-ep320.safetensors
+      pixeldit-bench weights import c2i imagenet256_pixeldit_xl_epoch320.ckpt results/imported/xl-256-ep320.safetensors
     """
     with exits_on(OSError, ValueError, KeyError):
         config, written = import_official_checkpoint(checkpoint, out, which=which, trust_pickle=trust_pickle,
