@@ -1,5 +1,7 @@
-"""The `pixeldit-bench` app: every command has help, writing commands have --dry-run, errors exit 1."""
+"""The `pixeldit-bench` app: the workflow order, help everywhere, --dry-run on writing commands, one set of
+exit codes, whole names in piped tables."""
 import json
+import os
 import subprocess
 import sys
 
@@ -8,6 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from pixeldit.cli import app
+from pixeldit.cli.console import EXIT_BAD_INPUT, EXIT_MISSING_FILE
 
 runner = CliRunner()
 
@@ -35,8 +38,18 @@ def test_every_command_has_help(path):
     assert "Usage" in result.output
 
 
-WRITING = [("train",), ("sample", "run"), ("sample", "merge"), ("data", "prepare"), ("weights", "import-official"),
-           ("report",), ("t2i", "generate"), ("t2i", "import"), ("t2i", "finish")]
+def test_help_lists_the_commands_in_the_order_of_the_workflow():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0, result.output
+    listed = [line.split()[1] for line in result.output.splitlines() if line.startswith("│ ") and len(line.split()) > 1]
+    stages = ["data", "train", "sample", "eval", "report", "models", "weights", "ls", "baselines"]
+    assert [name for name in listed if name in stages] == stages
+    assert "Exit codes" in result.output
+
+
+WRITING = [("train",), ("sample", "run"), ("sample", "merge"), ("data", "prepare"), ("weights", "fetch"),
+           ("weights", "import", "c2i"), ("weights", "import", "t2i"), ("report",), ("t2i", "generate"),
+           ("t2i", "finish"), ("latent", "train-ae"), ("latent", "cache"), ("latent", "reconstruct")]
 
 
 @pytest.mark.parametrize("path", WRITING, ids=lambda p: " ".join(p))
@@ -58,6 +71,32 @@ def test_bad_input_exits_with_code_1_and_a_message():
     assert result.exit_code == 1 and "unknown training setting" in result.output
     result = runner.invoke(app, ["ls", "--results", "/nonexistent/results"])
     assert result.exit_code == 1 and "not a folder" in result.output
+    result = runner.invoke(app, ["weights", "verify", "no-such-weight"])
+    assert result.exit_code == EXIT_BAD_INPUT and "unknown weight file 'no-such-weight'" in result.output
+
+
+def test_a_missing_weight_file_exits_with_code_4_and_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIXELDIT_WEIGHTS", str(tmp_path))
+    result = runner.invoke(app, ["weights", "verify", "inception"])
+    assert result.exit_code == EXIT_MISSING_FILE, result.output
+    assert "pixeldit-bench weights fetch inception" in result.output
+
+
+def test_dry_run_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIXELDIT_WEIGHTS", str(tmp_path / "weights"))
+    fetch = runner.invoke(app, ["weights", "fetch", "inception", "--dry-run"])
+    assert fetch.exit_code == 0 and "would download" in fetch.output, fetch.output
+    prepare = runner.invoke(app, ["data", "prepare", "digits32", "--out", str(tmp_path / "digits"), "--dry-run"])
+    assert prepare.exit_code == 0 and "would write" in prepare.output, prepare.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_piped_tables_keep_whole_names():
+    piped = subprocess.run([sys.executable, "-m", "pixeldit.cli", "models"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=120,
+                           env={key: value for key, value in os.environ.items() if key != "COLUMNS"})
+    assert piped.returncode == 0, piped.stderr
+    assert "PixelDiT-XL/16" in piped.stdout and "…" not in piped.stdout
 
 
 def test_console_script_and_module_behave_the_same():

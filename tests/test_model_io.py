@@ -50,7 +50,7 @@ def _lightning_checkpoint(fixtures_dir, tmp_path, with_object):
 
 def test_import_official_writes_a_loadable_network_with_the_ema_weights(fixtures_dir, tmp_path):
     path, state = _lightning_checkpoint(fixtures_dir, tmp_path, with_object=False)
-    result = CliRunner().invoke(app, ["weights", "import-official", str(path), str(tmp_path / "net.safetensors")])
+    result = CliRunner().invoke(app, ["weights", "import", "c2i", str(path), str(tmp_path / "net.safetensors")])
     assert result.exit_code == 0, result.output
     model, meta = load_network(tmp_path / "net.safetensors", which="ema")
     reference = from_official_state_dict(state)
@@ -73,7 +73,7 @@ def test_a_pickle_needing_more_than_tensors_is_refused_unless_trusted(fixtures_d
 def test_truncated_checkpoints_give_a_clear_error(fixtures_dir, tmp_path):
     path, _ = _lightning_checkpoint(fixtures_dir, tmp_path, with_object=False)
     path.write_bytes(path.read_bytes()[:1000])
-    result = CliRunner().invoke(app, ["weights", "import-official", str(path), str(tmp_path / "x.safetensors")])
+    result = CliRunner().invoke(app, ["weights", "import", "c2i", str(path), str(tmp_path / "x.safetensors")])
     assert result.exit_code == 1
     assert "not a readable PyTorch checkpoint" in result.output
 

@@ -36,7 +36,7 @@ CARD_SCHEMA = "pixeldit-bench/imagenet-reference/v1"
 STAT_KEYS = ("mu", "sigma", "mu_s", "sigma_s")
 STAT_SHAPES = {"mu": (2048,), "sigma": (2048, 2048), "mu_s": (2023,), "sigma_s": (2023, 2023)}
 DEFAULT_PR_IMAGES = 10000
-BUILD_HINT = "build one with `pixeldit-bench ref build DATASET --res RES --out FILE`"
+BUILD_HINT = "build one with `pixeldit-bench eval imagenet ref build DATASET --res RES --out FILE`"
 
 
 def _members(path: Path) -> list[str]:
@@ -156,7 +156,7 @@ def check_compatible(reference: Reference, samples: ImageSource, weights: Incept
         raise ReferenceMismatchError(
             f"samples {samples.describe()} are {samples.resolution[0]}×{samples.resolution[1]} but reference "
             f"{reference.description} is {ref_res[0]}×{ref_res[1]}; sample at {ref_res[0]}×{ref_res[1]} or "
-            f"build a reference at {samples.resolution[0]} with `pixeldit-bench ref build DATASET "
+            f"build a reference at {samples.resolution[0]} with `pixeldit-bench eval imagenet ref build DATASET "
             f"--res {samples.resolution[0]} --out FILE`")
     card = reference.card
     if card and card.get("features_sha256") != weights.features_sha256:

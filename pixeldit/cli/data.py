@@ -2,28 +2,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
+from pixeldit.cli.console import console, exits_on, fail
 from pixeldit.data.digits import DIGITS32_RESOLUTION, prepare_digits32
 from pixeldit.data.folder import list_source, prepare_folder
 from pixeldit.infra.datasets import DatasetError, read_manifest, verify_checksums
 
 app = typer.Typer(help="Prepare and inspect datasets (ADM centre crop → uint8 shards + manifest).",
                   no_args_is_help=True)
-# soft_wrap: never break paths and rebuild commands across lines; they must stay copy-pasteable.
-console = Console(soft_wrap=True)
-errors = Console(stderr=True, soft_wrap=True)
-
 EMBEDDED = "digits32"
 _SHOWN_SKIPPED = 20   # skipped files listed on the terminal; all of them are in dataset.json
-
-
-def _fail(message: str) -> NoReturn:
-    errors.print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(1)
 
 
 @app.command()
@@ -50,10 +41,10 @@ def prepare(
 
       pixeldit-bench data prepare train.tar --out data/in512 --res 512 --dry-run
     """
-    try:
+    with exits_on(DatasetError):
         if src == EMBEDDED:
             if res not in (None, DIGITS32_RESOLUTION):
-                _fail(f"digits32 is {DIGITS32_RESOLUTION}x{DIGITS32_RESOLUTION}; drop --res or pass --res 32")
+                raise fail(f"digits32 is {DIGITS32_RESOLUTION}x{DIGITS32_RESOLUTION}; drop --res or pass --res 32")
             if dry_run:
                 console.print(f"would write digits32 (1,797 images, 32x32, splits train 1,297 / reference 500) "
                               f"to {out}")
@@ -61,7 +52,7 @@ def prepare(
             path = prepare_digits32(out, overwrite=overwrite)
         else:
             if res is None or res < 1:
-                _fail("--res is required for a folder or tar source, e.g. --res 256")
+                raise fail("--res is required for a folder or tar source, e.g. --res 256")
             if dry_run:
                 listing = list_source(src)
                 megabytes = len(listing.files) * res * res * 3 / 2**20
@@ -71,8 +62,6 @@ def prepare(
                 return
             path = prepare_folder(src, out, res, name=name, split=split, overwrite=overwrite, workers=workers,
                                   progress=True)
-    except DatasetError as error:
-        _fail(str(error))
     _print_summary(path, read_manifest(path))
 
 
@@ -89,16 +78,14 @@ def info(
 
       pixeldit-bench data info data/in256 --no-verify
     """
-    try:
+    with exits_on(DatasetError):
         manifest = read_manifest(path)
-    except DatasetError as error:
-        _fail(str(error))
     _print_summary(path, manifest)
     if not verify:
         return
     bad = verify_checksums(path, manifest)
     if bad:
-        _fail(f"checksum mismatch or missing file in {path}: {', '.join(bad)}; rebuild with "
+        raise fail(f"checksum mismatch or missing file in {path}: {', '.join(bad)}; rebuild with "
               f"`{manifest['prepare_command']} --overwrite`")
     console.print(f"checksums: all {len(manifest['shards']) + 1} files match")
 

@@ -110,7 +110,7 @@ def check(
     """Report missing, extra and wrongly sized grids, without any VQA.
 
     Examples:
-        pixeldit-bench dpg check samples/t2i/dpg --tile-size 512
+        pixeldit-bench eval dpg check samples/t2i/dpg --tile-size 512
     """
     graph = _questions_or_exit(questions)
     try:
@@ -132,8 +132,8 @@ def questions_summary(
     """Validate a question CSV and summarise items, questions and categories.
 
     Examples:
-        pixeldit-bench dpg questions
-        pixeldit-bench dpg questions my_questions.csv --json
+        pixeldit-bench eval dpg questions
+        pixeldit-bench eval dpg questions my_questions.csv --json
     """
     graph = _questions_or_exit(csv_path)
     categories: dict[str, int] = {}

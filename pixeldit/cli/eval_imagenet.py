@@ -137,10 +137,10 @@ def ref_build(
     """Build reference statistics (mu, sigma, mu_s, sigma_s over all images) and arr_0 from a dataset.
 
     [b]Examples[/b]
-      pixeldit-bench ref build data/digits32 --split reference --res 32 --out results/refs/digits32-32-inception.npz
-      pixeldit-bench ref build /data/imagenet/train --res 256 --out results/refs/imagenet-256-inception.npz
+      pixeldit-bench eval imagenet ref build data/digits32 --split reference --res 32 --out results/refs/digits32-32-inception.npz
+      pixeldit-bench eval imagenet ref build /data/imagenet/train --res 256 --out results/refs/imagenet-256-inception.npz
     """
-    command = f"pixeldit-bench ref build {dataset} --res {res} --out {out}" + (f" --split {split}" if split else "")
+    command = f"pixeldit-bench eval imagenet ref build {dataset} --res {res} --out {out}" + (f" --split {split}" if split else "")
     if dry_run:
         from evaluators.imagenet.inception import resolve_weights
         from evaluators.imagenet.sources import open_images
@@ -165,7 +165,7 @@ def ref_info(file: Annotated[Path, typer.Argument(help="Reference .npz (ADM batc
     """Show what a reference file holds and verify its checksum (files with a protocol card).
 
     [b]Examples[/b]
-      pixeldit-bench ref info VIRTUAL_imagenet256_labeled.npz
+      pixeldit-bench eval imagenet ref info VIRTUAL_imagenet256_labeled.npz
     """
     reference = _run(lambda: open_reference(file))
     console.print_json(json.dumps({**reference_summary(reference), "stored": list(reference.stat_keys)

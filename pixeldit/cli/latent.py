@@ -1,9 +1,9 @@
 """`pixeldit-bench latent ...`: the latent baseline's autoencoder, latent cache, rFID reconstructions and compute.
 
 Thin: parse, call `pixeldit.models.autoencoder`, `pixeldit.data.latent_cache`, `pixeldit.train_autoencoder`
-and `pixeldit.compute`, print. Mounted by `pixeldit/cli.py` with
-``app.add_typer(latent_app, name="latent")``. The latent model itself trains with `pixeldit-bench train`
-(preset `digits32-latent-s1`) and samples with `pixeldit-bench sample`, like a pixel model.
+and `pixeldit.compute`, print. Mounted by `pixeldit/cli/main.py` as the `latent` group. The latent model itself
+trains with `pixeldit-bench train` (preset `digits32-latent-s1`) and samples with `pixeldit-bench sample`, like a
+pixel model.
 """
 from __future__ import annotations
 
@@ -13,20 +13,19 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from pixeldit.cli.console import console, exits_on, fail
+from pixeldit.compute import compare_presets
+from pixeldit.data import open_dataset
+from pixeldit.data.latent_cache import cache_latents
 from pixeldit.infra.devices import resolve_device
+from pixeldit.models.autoencoder import load_autoencoder, reconstruct
+from pixeldit.train_autoencoder import AUTOENCODER_PRESETS, AutoencoderTrainConfig, train_autoencoder
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", add_completion=False,
-                  help="Latent baselines: train the small autoencoder, cache latents, reconstruct for rFID, compare compute.")
-console = Console(soft_wrap=True)
-errors = Console(stderr=True, soft_wrap=True)
-
-
-def _fail(message: str) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code=1)
+                  help="Latent baselines: train the small autoencoder, cache latents, reconstruct for rFID, "
+                       "compare compute.")
 
 
 def _device(device: str | None) -> str:
@@ -47,13 +46,10 @@ def train_ae(
       pixeldit-bench latent train-ae results/data/digits32 --out results/latent/digits32-ae
       pixeldit-bench latent train-ae results/data/digits32 --out /tmp/ae --kimg 1 --dry-run
     """
-    from pixeldit.data import open_dataset
-    from pixeldit.train_autoencoder import AUTOENCODER_PRESETS, AutoencoderTrainConfig, train_autoencoder
-
     if preset not in AUTOENCODER_PRESETS:
-        raise _fail(f"unknown autoencoder preset {preset!r}; known: {', '.join(AUTOENCODER_PRESETS)}")
+        raise fail(f"unknown autoencoder preset {preset!r}; known: {', '.join(AUTOENCODER_PRESETS)}")
     settings = {**AUTOENCODER_PRESETS[preset], **({"kimg": kimg} if kimg is not None else {})}
-    try:
+    with exits_on(ValueError, FileNotFoundError):
         config = AutoencoderTrainConfig(**settings)
         images = open_dataset(dataset, split="train")
         if dry_run:
@@ -62,8 +58,6 @@ def train_ae(
                                            **dataclasses.asdict(config)}))
             return
         path = train_autoencoder(images, out, **settings)
-    except (ValueError, FileNotFoundError) as error:
-        raise _fail(str(error))
     console.print(f"autoencoder: {path}")
 
 
@@ -86,11 +80,7 @@ def cache(
       pixeldit-bench latent cache results/data/digits32 --ae results/latent/digits32-ae --out results/latent/digits32-train
       pixeldit-bench latent cache data/imagenet256 --ae sd-vae-ft-ema --out data/imagenet256-sdvae --dry-run
     """
-    from pixeldit.data import open_dataset
-    from pixeldit.data.latent_cache import cache_latents
-    from pixeldit.models.autoencoder import load_autoencoder
-
-    try:
+    with exits_on(ValueError, FileNotFoundError):
         images = open_dataset(dataset, split=split)
         autoencoder = load_autoencoder(ae, _device(device))
         if dry_run:
@@ -99,8 +89,6 @@ def cache(
                                            "latent_shape": list(autoencoder.latent_shape(images.resolution))}))
             return
         path = cache_latents(images, split, autoencoder, out, batch_size=batch_size)
-    except (ValueError, FileNotFoundError) as error:
-        raise _fail(str(error))
     console.print(f"latent cache: {path}")
 
 
@@ -119,12 +107,9 @@ def reconstruct_command(
     [b]Examples[/b]
       pixeldit-bench latent reconstruct results/data/digits32 --ae results/latent/digits32-ae --out results/latent/recon.npz
     """
-    from pixeldit.data import open_dataset
-    from pixeldit.models.autoencoder import load_autoencoder, reconstruct
-
     if out.suffix != ".npz":
-        raise _fail(f"--out must be a .npz file, got {out}")
-    try:
+        raise fail(f"--out must be a .npz file, got {out}")
+    with exits_on(ValueError, FileNotFoundError):
         images = open_dataset(dataset, split=split)
         autoencoder = load_autoencoder(ae, _device(device))
         if dry_run:
@@ -132,8 +117,6 @@ def reconstruct_command(
                                            "autoencoder": autoencoder.name, "out": str(out)}))
             return
         reconstruct(autoencoder, images, batch_size=batch_size, out=out)
-    except (ValueError, FileNotFoundError) as error:
-        raise _fail(str(error))
     console.print(f"reconstructions: {out}")
 
 
@@ -150,12 +133,8 @@ def compute(
       pixeldit-bench latent compute --pixel-preset digits32-s4 --latent-preset digits32-latent-s1
       pixeldit-bench latent compute --sampler euler-50 --json
     """
-    from pixeldit.compute import compare_presets
-
-    try:
+    with exits_on(KeyError, ValueError, TypeError):
         result = compare_presets(pixel_preset, latent_preset, sampler)
-    except (KeyError, ValueError, TypeError) as error:
-        raise _fail(str(error).strip('"'))
     if as_json:
         console.print_json(json.dumps(result))
         return

@@ -1,26 +1,56 @@
 """`pixeldit-bench`: one Typer app over every stage (thin: parse, call library code, print).
 
-Exit codes (`pixeldit.cli.console`): 0 success, 1 bad input, 2 usage, 3 a failed check, 4 a missing external file.
+`--help` lists the groups in the order of the workflow: data, train, sample, eval, report, then the utilities.
+Exit codes: 0 success, 1 bad input, 2 usage (Typer's own), 3 a check failed, 4 a required external file is
+missing or fails its checksum (see `pixeldit.cli.console`).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from typer.core import TyperGroup
 
 from evaluators.registry import EVALUATOR_PACKAGES, evaluate, load_task
-from pixeldit.cli.console import EXIT_BAD_INPUT, EXIT_MISSING_FILE, console, fail
-from pixeldit.infra.weights import ChecksumError, MissingWeightsError
+from pixeldit.cli import weights
+from pixeldit.cli.console import EXIT_CODES_HELP, console, default_command_group, exits_on, fail
+from pixeldit.cli.data import app as data_app
+from pixeldit.cli.eval_digits import eval_digits
+from pixeldit.cli.eval_dpg import dpg_app, eval_dpg
+from pixeldit.cli.eval_geneval import geneval_app
+from pixeldit.cli.eval_imagenet import eval_imagenet, ref_app
+from pixeldit.cli.inventory import list_results, list_runs, list_samples
+from pixeldit.cli.latent import app as latent_app
+from pixeldit.cli.report import baselines_app, report
+from pixeldit.cli.sample import app as sampling_app
+from pixeldit.cli.t2i import app as t2i_app
+from pixeldit.models import models_in
+from pixeldit.models.flops import count_flops, count_params
+from pixeldit.presets import TRAINING_PRESETS
+from pixeldit.train import TrainConfig, train
 
-app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", add_completion=False,
-                  help="Train, sample, evaluate and report PixelDiT and baselines with the papers' protocols.")
-weights_app = typer.Typer(no_args_is_help=True, help="The registry of external files: list, fetch, verify, import.")
-app.add_typer(weights_app, name="weights")
-eval_app = typer.Typer(no_args_is_help=True, help="Score images with a benchmark's protocol (imagenet, geneval, dpg).")
-app.add_typer(eval_app, name="eval")
+# The stages in the order one runs them, then the utilities; `--help` lists commands in this order.
+WORKFLOW_ORDER = ("data", "train", "latent", "sample", "t2i", "eval", "report", "models", "weights", "ls", "baselines")
+
+
+class _WorkflowOrderGroup(TyperGroup):
+    def list_commands(self, ctx) -> list[str]:
+        unlisted = len(WORKFLOW_ORDER)   # a command missing from WORKFLOW_ORDER is listed last, not hidden
+        return sorted(self.commands, key=lambda name: WORKFLOW_ORDER.index(name) if name in WORKFLOW_ORDER
+                      else unlisted)
+
+
+app = typer.Typer(cls=_WorkflowOrderGroup, no_args_is_help=True, rich_markup_mode="rich", add_completion=False,
+                  help="Train, sample, evaluate and report PixelDiT and baselines with the papers' protocols.",
+                  epilog=EXIT_CODES_HELP)
+eval_app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", add_completion=False,
+                       help="Score images with a benchmark's protocol: `eval BENCHMARK INPUT --out FILE`; each "
+                            "benchmark's helpers sit under it (`eval imagenet ref build`, `eval dpg check`).")
+
 
 @app.command("models")
 def models_command(
@@ -33,9 +63,6 @@ def models_command(
       pixeldit-bench models
       pixeldit-bench models --res 32 --json
     """
-    from pixeldit.models import models_in
-    from pixeldit.models.flops import count_flops, count_params
-
     rows = []
     for name, config in models_in("pixeldit").items():
         row = {"name": name, "patch_depth": config.patch_depth, "pixel_depth": config.pixel_depth,
@@ -51,87 +78,12 @@ def models_command(
     headers = {"name": "model", "patch_depth": "N", "pixel_depth": "M", "hidden_size": "D", "heads": "heads",
                "patch_size": "p", "params": "params"}
     for column in rows[0]:
-        table.add_column(headers.get(column, column.replace("gflops@", "GFLOPs@")), justify="left" if column == "name" else "right")
+        table.add_column(headers.get(column, column.replace("gflops@", "GFLOPs@")),
+                         justify="left" if column == "name" else "right")
     for row in rows:
         cells = [f"{v / 1e6:.2f}M" if k == "params" else "-" if v is None else str(v) for k, v in row.items()]
         table.add_row(*cells)
     console.print(table)
-
-
-@weights_app.command("list")
-def weights_list() -> None:
-    """Show every registered external file, where it goes and whether it is present.
-
-    [b]Examples[/b]
-      pixeldit-bench weights list
-    """
-    from pixeldit.infra import weights
-
-    _load_weight_registrations()
-    table = Table(title=f"external files (folder: {weights.weights_dir()})")
-    for column in ("name", "file", "present", "licence", "url"):
-        table.add_column(column)
-    for name, entry in sorted(weights.WEIGHTS.items()):
-        table.add_row(name, entry.filename, "yes" if weights.path_of(name).is_file() else "no", entry.licence, entry.url)
-    console.print(table)
-
-
-@weights_app.command("fetch")
-def weights_fetch(names: Annotated[list[str], typer.Argument(help="Registry names, see `weights list`.")]) -> None:
-    """Download registered files and verify their checksums (needs a network connection).
-
-    [b]Examples[/b]
-      pixeldit-bench weights fetch inception
-    """
-    from pixeldit.infra import weights
-
-    _load_weight_registrations()
-    for name in names:
-        try:
-            console.print(f"{name}: {weights.fetch(name)}")
-        except (KeyError, weights.MissingWeightsError, weights.ChecksumError) as error:
-            raise fail(str(error).strip('"'))
-
-
-@weights_app.command("verify")
-def weights_verify(names: Annotated[Optional[list[str]], typer.Argument(help="Names to check (default: all present).")] = None) -> None:
-    """Check present files against the registry's checksums.
-
-    [b]Examples[/b]
-      pixeldit-bench weights verify
-    """
-    from pixeldit.infra import weights
-
-    _load_weight_registrations()
-    names = names or [name for name in sorted(weights.WEIGHTS) if weights.path_of(name).is_file()]
-    for name in names:
-        try:
-            console.print(f"{name}: ok ({weights.verify(name)})")
-        except (KeyError, weights.MissingWeightsError, weights.ChecksumError) as error:
-            raise fail(str(error).strip('"'))
-
-
-@weights_app.command("import-official")
-def weights_import_official(
-    checkpoint: Annotated[Path, typer.Argument(help="Released Lightning .ckpt (or a plain state_dict .pt).")],
-    out: Annotated[Path, typer.Argument(help="Output .safetensors (its config is written beside it as .json).")],
-    which: Annotated[str, typer.Option(help="'ema' (ema_denoiser.*, the released numbers) or 'online' (denoiser.*).")] = "ema",
-    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="Allow a full pickle load (runs code from the file!).")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be written and exit.")] = False,
-) -> None:
-    """Convert an NVlabs/PixelDiT class-conditional checkpoint into this project's network format.
-
-    [b]Examples[/b]
-      pixeldit-bench weights import-official imagenet256_pixeldit_xl_epoch320.ckpt results/imported/pixeldit-xl-256-ep320.safetensors
-    """
-    from pixeldit.models.official import import_official_checkpoint
-
-    try:
-        config, written = import_official_checkpoint(checkpoint, out, which=which, trust_pickle=trust_pickle,
-                                                     dry_run=dry_run)
-    except (OSError, ValueError, KeyError) as error:
-        raise fail(str(error))
-    console.print(f"{'would write' if dry_run else 'wrote'} {written}: {config}")
 
 
 def _parse_overrides(pairs: list[str]) -> dict:
@@ -170,28 +122,20 @@ def train_command(
       pixeldit-bench train digits32-s4 --set ablation=vanilla-dit --out results/runs/vanilla-0
       torchrun --standalone --nproc_per_node 8 -m pixeldit.cli train imagenet256-xl --dataset data/imagenet256
     """
-    from pixeldit.presets import TRAINING_PRESETS
-    from pixeldit.train import TrainConfig, train
-
     if list_presets or not preset:
         for name, values in TRAINING_PRESETS.items():
             typer.echo(f"{name:44s} {values['model']:16s} {values['total_kimg']:>8} kimg  {values['dataset']}")
         return
     values = _parse_overrides(overrides or [])
     values.update({k: v for k, v in (("total_kimg", kimg), ("dataset", dataset)) if v is not None})
-    try:
+    with exits_on(KeyError, ValueError, TypeError):
         config = TrainConfig.from_preset(preset, seed=seed, **values)
-    except (KeyError, ValueError, TypeError) as error:
-        raise fail(str(error).strip('"'))
     run_dir = out or Path("results/runs") / config.run_name()
     if dry_run:
-        import dataclasses
         console.print_json(json.dumps({"run_dir": str(run_dir), **dataclasses.asdict(config)}))
         return
-    try:
+    with exits_on(FileNotFoundError, ValueError):
         snapshot = train(config, run_dir)
-    except (FileNotFoundError, ValueError) as error:
-        raise fail(str(error))
     console.print(f"final snapshot: {snapshot}")
 
 
@@ -206,8 +150,6 @@ def ls_command(
       pixeldit-bench ls
       pixeldit-bench ls --results /scratch/me/results --json
     """
-    from pixeldit.cli.inventory import list_results, list_runs, list_samples
-
     if not results.is_dir():
         raise fail(f"{results} is not a folder; pass --results")
     sections = {"runs": list_runs(results), "samples": list_samples(results), "results": list_results(results)}
@@ -226,47 +168,25 @@ def ls_command(
         console.print(table)
 
 
-def _mount_subcommands() -> None:
-    """Sub-apps that live beside their library code."""
-    from pixeldit.cli.data import app as data_app
-    from pixeldit.cli.report import baselines_app, report
-
-    app.add_typer(data_app, name="data", help="Prepare datasets (ADM centre crop) and inspect them.")
-    app.command("report")(report)
-    app.add_typer(baselines_app, name="baselines", help="Published numbers of baselines, with their sources.")
-
-    from pixeldit.cli.sample import app as sampling_app
-
-    app.add_typer(sampling_app, name="sample", help="Sample images (seeded, sharded, resumable) into ADM's samples.npz.")
-
-    from pixeldit.cli.latent import app as latent_app
-
-    app.add_typer(latent_app, name="latent", help="Latent baselines: autoencoder, latent cache, rFID reconstructions, compute.")
-
-    from pixeldit.cli.eval_imagenet import eval_imagenet, ref_app
-
-    eval_app.command("imagenet")(eval_imagenet)
-    app.add_typer(ref_app, name="ref")
-
-    from pixeldit.cli.eval_geneval import geneval_app
-
-    eval_app.add_typer(geneval_app, name="geneval")
-
-    from pixeldit.cli.t2i import app as t2i_app
-
-    app.add_typer(t2i_app, name="t2i", help="Text-to-image: import the released checkpoint, generate GenEval / DPG / digits.")
-
-    from pixeldit.cli.eval_digits import eval_digits
-
-    eval_app.command("digits")(eval_digits)
-
-    from pixeldit.cli.eval_dpg import dpg_app, eval_dpg
-
-    eval_app.command("dpg")(eval_dpg)
-    app.add_typer(dpg_app, name="dpg", help="DPG-Bench helpers: check an image folder, inspect the question CSV.")
+def _benchmark_group(name: str, title: str, score, helpers: Optional[typer.Typer] = None) -> typer.Typer:
+    """`eval NAME INPUT ...` scores (the `score` command); `eval NAME HELPER ...` runs one of `helpers`' commands."""
+    group = typer.Typer(cls=default_command_group("score"), no_args_is_help=True, rich_markup_mode="rich",
+                        add_completion=False, help=f"{title}. `eval {name} INPUT ...` is short for "
+                                                   f"`eval {name} score INPUT ...`.")
+    group.command("score")(score)
+    if helpers is not None:
+        group.registered_commands.extend(helpers.registered_commands)
+    return group
 
 
-_mount_subcommands()
+imagenet_app = _benchmark_group("imagenet", "ImageNet metrics (FID, sFID, IS, precision/recall) and "
+                                "their reference sets", eval_imagenet)
+imagenet_app.add_typer(ref_app, name="ref")
+eval_app.add_typer(imagenet_app, name="imagenet")
+eval_app.add_typer(geneval_app, name="geneval")
+eval_app.add_typer(_benchmark_group("dpg", "DPG-Bench: score grids with VQA, check a folder, "
+                                                   "inspect the questions", eval_dpg, helpers=dpg_app), name="dpg")
+eval_app.command("digits")(eval_digits)
 
 
 def _mount_registered_evaluators() -> None:
@@ -292,12 +212,8 @@ def _generic_evaluation(name: str):
             console.print(f"would evaluate {name} (task version {load_task(name)['version']}) on "
                           f"{', '.join(map(str, inputs))} with {options or 'no options'} and write {out}")
             return
-        try:
+        with exits_on(FileNotFoundError, ValueError, TypeError):
             record = evaluate(name, inputs, out, **options)
-        except (MissingWeightsError, ChecksumError) as error:
-            raise fail(str(error).strip('"'), EXIT_MISSING_FILE)
-        except (FileNotFoundError, ValueError, TypeError) as error:
-            raise fail(str(error), EXIT_BAD_INPUT)
         console.print(f"wrote {out}: {record['values']}")
 
     # Set here, not written as annotations: under `from __future__ import annotations` those would be strings
@@ -314,15 +230,12 @@ def _generic_evaluation(name: str):
 _mount_registered_evaluators()
 
 
-def _load_weight_registrations() -> None:
-    """Import the modules that register external files, so `weights` sees the whole registry."""
-    import importlib
-
-    for module in ("pixeldit.repa", "pixeldit.text_encoders", "pixeldit.models.autoencoder",
-                   "evaluators.imagenet", "evaluators.geneval", "evaluators.dpg"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as error:
-            if error.name != module:  # a real missing dependency, not an absent evaluator
-                raise
-
+app.add_typer(data_app, name="data", help="Prepare datasets (ADM centre crop) and inspect them.")
+app.add_typer(latent_app, name="latent",
+              help="Latent baselines: autoencoder, latent cache, rFID reconstructions, compute.")
+app.add_typer(sampling_app, name="sample", help="Sample images (seeded, sharded, resumable) into ADM's samples.npz.")
+app.add_typer(t2i_app, name="t2i", help="Text-to-image: generate GenEval / DPG / digits prompt sets.")
+app.add_typer(eval_app, name="eval")
+app.command("report")(report)
+app.add_typer(weights.app, name="weights")
+app.add_typer(baselines_app, name="baselines", help="Published numbers of baselines, with their sources.")

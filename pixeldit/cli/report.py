@@ -1,9 +1,5 @@
-"""Typer commands of the reporting layer, mounted on `pixeldit-bench` by `pixeldit/cli.py`:
-
-    from pixeldit.cli.report import baselines_app, report
-    app.command("report")(report)
-    app.add_typer(baselines_app, name="baselines")
-"""
+"""Typer commands of the reporting layer, mounted on `pixeldit-bench` by `pixeldit/cli/main.py`:
+`report` (a command) and `baselines` (a group)."""
 from __future__ import annotations
 
 import logging
@@ -11,26 +7,16 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table as RichTable
-from rich.text import Text
 
+from pixeldit.cli.console import console, exits_on
 from pixeldit.report.build import build_report
 from pixeldit.report.published import PUBLISHED_DIR, PublishedRegistryError, load_published
 from pixeldit.report.render import MISSING, number_cell
 from pixeldit.report.tables import DPG_METRICS, GENEVAL_METRICS, IMAGENET_METRICS, setting_title
 
-console = Console()
-errors = Console(stderr=True)
-
 baselines_app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich",
                             help="Published baseline numbers (the registry in pixeldit/report/published/).")
-
-
-def _fail(message: str) -> typer.Exit:
-    # Text keeps brackets in paths literal; soft_wrap keeps long paths on one copyable line
-    errors.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
-    return typer.Exit(code=1)
 
 
 def report(
@@ -56,10 +42,8 @@ def report(
         pixeldit-bench report --results /scratch/results --allow-mixed
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
+    with exits_on(FileNotFoundError, ValueError):   # ValueError covers MixedProtocolError, registry and JSON errors
         plan = build_report(results, out, allow_mixed=allow_mixed, dry_run=dry_run)
-    except (FileNotFoundError, ValueError) as error:   # ValueError covers MixedProtocolError, registry and JSON errors
-        raise _fail(str(error)) from None
     console.print(plan.summary(), highlight=False, markup=False, soft_wrap=True)
     if dry_run:
         console.print("dry run: nothing written", style="yellow")
@@ -88,10 +72,8 @@ def list_baselines(
         console.print(f"registry: {PUBLISHED_DIR} ({files}); setting={setting or 'all'}, type={model_type or 'all'}",
                       highlight=False, markup=False)
         return
-    try:
+    with exits_on(PublishedRegistryError):
         rows = load_published(setting=setting, model_type=model_type)
-    except PublishedRegistryError as error:
-        raise _fail(str(error)) from None
 
     metrics = [column for column in IMAGENET_METRICS + GENEVAL_METRICS + DPG_METRICS
                if column.published_key and any(column.published_key in row.values for row in rows)]

@@ -1,6 +1,6 @@
 """`pixeldit-bench sample ...`: seeded, sharded, resumable sampling (thin: parse, call `pixeldit.sample`, print).
 
-Mounted by `pixeldit/cli.py` with ``app.add_typer(sampling_cli.app, name="sample")``. The group runs its
+Mounted by `pixeldit/cli/main.py` as the `sample` group. The group runs its
 `run` command when the first word is not a subcommand, so ``pixeldit-bench sample RUN --n 100`` and
 ``pixeldit-bench sample run RUN --n 100`` are the same.
 """
@@ -11,30 +11,18 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
-from typer.core import TyperGroup
 
-console = Console()
-errors = Console(stderr=True)
+from pixeldit.cli.console import console, default_command_group, exits_on, fail
+from pixeldit.infra.devices import distributed_world
+from pixeldit.infra.images import QUANTIZATIONS
+from pixeldit.infra.shards import parse_shard_ids
+from pixeldit.sample import check_shards, merge_shards, plan_sampling, sample_shards
+from pixeldit.samplers import SAMPLER_PRESETS, get_sampler
 
-
-class _RunByDefault(TyperGroup):
-    """`sample RUN_OR_CKPT ...` means `sample run RUN_OR_CKPT ...` (subcommands and --help keep their meaning)."""
-
-    def parse_args(self, ctx, args):
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
-            args = ["run", *args]
-        return super().parse_args(ctx, args)
-
-
-app = typer.Typer(cls=_RunByDefault, no_args_is_help=True, rich_markup_mode="rich", add_completion=False,
+app = typer.Typer(cls=default_command_group("run"), no_args_is_help=True, rich_markup_mode="rich",
+                  add_completion=False,
                   help="Sample images into ADM-format .npz shards, resumably; merge them; list sampler presets.")
-
-
-def _fail(message: str) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code=1)
 
 
 @app.command("run")
@@ -85,20 +73,12 @@ def sample_run(
       pixeldit-bench sample merge DIR                                  # after all ranks are done
       pixeldit-bench sample RUN --out DIR --dry-run
     """
-    from pixeldit.infra.devices import distributed_world
-    from pixeldit.infra.images import QUANTIZATIONS
-    from pixeldit.infra.shards import parse_shard_ids
-    from pixeldit.sample import plan_sampling, sample_shards
-    from pixeldit.samplers import get_sampler
-
     if quantization not in QUANTIZATIONS:
-        raise _fail(f"unknown --quantization {quantization!r}; choose one of {', '.join(QUANTIZATIONS)}")
-    try:
+        raise fail(f"unknown --quantization {quantization!r}; choose one of {', '.join(QUANTIZATIONS)}")
+    with exits_on(ValueError, FileNotFoundError):
         chosen = get_sampler(sampler)
         shard_ids = parse_shard_ids(shards)
         plan = plan_sampling(run_or_checkpoint, n, shard_size, shard_ids, resolution)
-    except (ValueError, FileNotFoundError) as error:
-        raise _fail(str(error))
     _, world = distributed_world()
     # With a subset of shards or several ranks, other jobs fill the rest: merge once afterwards.
     partial = world > 1 or shard_ids is not None
@@ -109,12 +89,10 @@ def sample_run(
                                        "quantization": quantization, "merge": merge, "png": png,
                                        "model_evaluations_per_image": chosen.model_evaluations}))
         return
-    try:
+    with exits_on(ValueError, FileNotFoundError, OSError, FloatingPointError):
         result = sample_shards(plan.network_path, out, n, chosen, seed, shard_size, shard_ids,
                                batch_size=batch_size, device=device, autocast_bf16=bf16, resolution=plan.resolution,
                                quantization=quantization, merge=merge, png=png)
-    except (ValueError, FileNotFoundError, OSError, FloatingPointError) as error:
-        raise _fail(str(error))
     console.print(f"{len(result['written'])} shards written, {len(result['skipped'])} already complete in {out}")
     if result["merged"]:
         console.print(f"merged: {result['merged']}")
@@ -138,15 +116,11 @@ def sample_merge(
       pixeldit-bench sample merge results/samples/s4
       pixeldit-bench sample merge DIR --n 10000 --png
     """
-    from pixeldit.sample import check_shards, merge_shards
-
-    try:
+    with exits_on(ValueError, FileNotFoundError, OSError):
         if dry_run:
             console.print_json(json.dumps(check_shards(out, n)))
             return
         console.print(f"merged: {merge_shards(out, n=n, png=png)}")
-    except (ValueError, FileNotFoundError, OSError) as error:
-        raise _fail(str(error))
 
 
 @app.command("presets")
@@ -158,8 +132,6 @@ def sample_presets(
     [b]Examples[/b]
       pixeldit-bench sample presets
     """
-    from pixeldit.samplers import SAMPLER_PRESETS
-
     rows = [{"name": name, "key": s.key, "method": s.method, "steps": s.steps, "cfg": s.cfg_scale,
              "interval": [s.cfg_min, s.cfg_max], "shift": s.shift, "forward_passes": s.model_evaluations}
             for name, s in SAMPLER_PRESETS.items()]

@@ -1,4 +1,4 @@
-"""`pixeldit-bench t2i ...`: import the released T2I checkpoint, generate benchmark images (thin: parse, call, print)."""
+"""`pixeldit-bench t2i ...`: generate text-to-image benchmark images (thin: parse, call, print)."""
 from __future__ import annotations
 
 import json
@@ -6,17 +6,15 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
+
+from pixeldit.cli.console import console, exits_on
+from pixeldit.infra.shards import parse_shard_ids
+from pixeldit.samplers import get_sampler
+from pixeldit.t2i_generate import check_prompt_set, finish_prompt_set, generate_prompt_set, load_prompt_set
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", add_completion=False,
-                  help="Text-to-image PixelDiT: import the released checkpoint, generate GenEval / DPG / digit images.")
-console = Console()
-errors = Console(stderr=True)
-
-
-def _fail(message: str) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code=1)
+                  help="Text-to-image PixelDiT: generate GenEval / DPG / digit images and finish a prompt set "
+                       "(import the release with `weights import t2i`).")
 
 
 @app.command("generate")
@@ -60,29 +58,21 @@ def generate(
       pixeldit-bench t2i generate results/runs/digits32-t2i-s4-0 --prompts digits --samples-per-prompt 50 \\
           --sampler flow-dpm-20-cfg --out results/t2i/digits
     """
-    from pixeldit.infra.shards import parse_shard_ids
-    from pixeldit.samplers import get_sampler
-    from pixeldit.t2i_generate import finish_prompt_set, generate_prompt_set, load_prompt_set
-
-    try:
+    with exits_on(ValueError):
         chosen = get_sampler(sampler)
         shard_ids = parse_shard_ids(shards)
         prompt_set = load_prompt_set(prompts)
-    except ValueError as error:
-        raise _fail(str(error))
     if dry_run:
         console.print_json(json.dumps({"network": str(network), "prompts": prompts, "count": len(prompt_set.items),
                                        "layout": prompt_set.layout, "sampler": chosen.key, "seed": seed,
                                        "samples_per_prompt": samples_per_prompt, "shard_size": shard_size,
                                        "shards": shard_ids, "out": str(out), "bf16": bf16}))
         return
-    try:
+    with exits_on(ValueError, FileNotFoundError, OSError, FloatingPointError):
         result = generate_prompt_set(network, out, prompts, chosen, seed, samples_per_prompt=samples_per_prompt,
                                      shard_size=shard_size, shard_ids=shard_ids, batch_size=batch_size,
                                      resolution=resolution, text_encoder=text_encoder, negative_prompt=negative_prompt,
                                      device=device, autocast_bf16=bf16, quantization=quantization)
-    except (ValueError, FileNotFoundError, OSError, FloatingPointError) as error:
-        raise _fail(str(error))
     console.print(f"{len(result['written'])} shards written, {len(result['skipped'])} already complete in {out}")
     if finish and shard_ids is None:
         try:
@@ -102,43 +92,8 @@ def finish_command(
     [b]Examples[/b]
       pixeldit-bench t2i finish results/t2i/geneval
     """
-    from pixeldit.t2i_generate import check_prompt_set, finish_prompt_set
-
-    try:
+    with exits_on(ValueError, FileNotFoundError, OSError):
         if dry_run:
             console.print_json(json.dumps(check_prompt_set(out)))
             return
         console.print(f"complete: {finish_prompt_set(out)}")
-    except (ValueError, FileNotFoundError, OSError) as error:
-        raise _fail(str(error))
-
-
-@app.command("import")
-def import_checkpoint(
-    checkpoint: Annotated[Path, typer.Argument(help="Released pixeldit_t2i_v1.pth (or an FSDP .bin).")],
-    out: Annotated[Path, typer.Argument(help="Output network .safetensors.")],
-    resolution: Annotated[int, typer.Option(help="The resolution the weights generate at (1024 for the release).")] = 1024,
-    which: Annotated[str, typer.Option(help="'online' (state_dict, what upstream's inference samples with) or 'ema'.")] = "online",
-    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="Allow a full pickle load (runs code from the file!).")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Read and check the checkpoint; write nothing.")] = False,
-) -> None:
-    """Convert the released PixelDiT-T2I checkpoint (HF nvidia/PixelDiT-1300M-1024px) into a network file.
-
-    [b]Examples[/b]
-      pixeldit-bench t2i import checkpoints/pixeldit_t2i_v1.pth results/imported/pixeldit-t2i-1024.safetensors
-    """
-    from pixeldit.models.io import save_network
-    from pixeldit.models.t2i_official import load_t2i_checkpoint
-
-    try:
-        model = load_t2i_checkpoint(checkpoint, trust_pickle=trust_pickle, which=which)
-    except (OSError, ValueError, KeyError) as error:
-        raise _fail(str(error))
-    if dry_run:
-        console.print(f"would write {out}: {model.config}")
-        return
-    # Stored as `net`: these are the weights upstream samples with; generation uses `ema` only where a file has it.
-    save_network(out, model.config, net=model.state_dict(),
-                 metadata={"resolution": resolution, "text": {"encoder": "gemma-2-2b-it"},
-                           "source": {"checkpoint": str(checkpoint), "weights": which}})
-    console.print(f"wrote {out}: {model.config.name or 'PixelDiT-T2I'}")

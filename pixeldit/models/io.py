@@ -60,7 +60,7 @@ def read_network_header(path: str | os.PathLike) -> tuple[ModelConfig, dict, lis
                          f"re-export it (training snapshots are rewritten by rerunning the training command)") from None
     if header.get("format") != FORMAT:
         raise ValueError(f"{path} is not a pixeldit-bench network file (format {header.get('format')!r}); "
-                         f"official checkpoints must first be converted with `pixeldit-bench weights import-official`")
+                         f"official checkpoints must first be converted with `pixeldit-bench weights import c2i`")
     family = header.get("family", "pixeldit")
     if family not in FAMILIES:
         raise ValueError(f"{path} holds a {family!r} network, which this version cannot build (known: {sorted(FAMILIES)})")

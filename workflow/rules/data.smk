@@ -39,5 +39,5 @@ rule reference_statistics:
         runtime=240,
         gpu=config["resources"]["eval_gpus"],
     shell:
-        "pixeldit-bench ref build {params.dataset} --split {params.split} --res {params.res} --out {output} "
+        "pixeldit-bench eval imagenet ref build {params.dataset} --split {params.split} --res {params.res} --out {output} "
         "--overwrite > {log} 2>&1"

@@ -87,7 +87,7 @@ rule t2i_import:
         mem_mb=32000,
         runtime=30,
     shell:
-        "pixeldit-bench t2i import {params.checkpoint} {output} --resolution {params.res} > {log} 2>&1"
+        "pixeldit-bench weights import t2i {params.checkpoint} {output} --resolution {params.res} > {log} 2>&1"
 
 
 rule t2i_train:

@@ -44,4 +44,4 @@ rule import_official:
         mem_mb=16000,
         runtime=30,
     shell:
-        "pixeldit-bench weights import-official {params.checkpoint} {output} > {log} 2>&1"
+        "pixeldit-bench weights import c2i {params.checkpoint} {output} > {log} 2>&1"
