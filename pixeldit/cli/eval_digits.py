@@ -6,14 +6,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
-from evaluators.digits import evaluate_prompt_following
+from evaluators.registry import evaluate
+from pixeldit.cli.console import console, fail
 from pixeldit.infra.datasets import DatasetError
-from pixeldit.infra.files import write_json_atomic
-
-console = Console()
-errors = Console(stderr=True)
 
 
 def eval_digits(
@@ -28,13 +24,10 @@ def eval_digits(
     [b]Examples[/b]
       pixeldit-bench eval digits results/samples/t2i-demo/samples.npz --dataset results/data/digits32
     """
-
-    try:
-        record = evaluate_prompt_following(samples, dataset)
-    except (OSError, ValueError, KeyError, DatasetError) as error:
-        errors.print(f"[bold red]error:[/] {error}", highlight=False)
-        raise typer.Exit(code=1)
     out = out or samples.with_name(samples.stem + "-digits.json")
-    write_json_atomic(out, record)
+    try:
+        record = evaluate("digits", [samples, dataset], out)
+    except (OSError, ValueError, KeyError, DatasetError) as error:
+        raise fail(str(error))
     console.print_json(json.dumps(record["values"]))
     console.print(f"wrote {out}")

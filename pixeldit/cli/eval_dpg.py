@@ -1,7 +1,8 @@
-"""Thin CLI of the DPG-Bench evaluator; `pixeldit/cli.py` mounts it.
+"""Thin CLI of the DPG-Bench evaluator; `pixeldit/cli/main.py` mounts it.
 
 Mount: ``eval_app.command("dpg")(eval_dpg)`` and ``app.add_typer(dpg_app, name="dpg")``.
-Exit codes: 0 ok, 3 incomplete coverage, 4 weights or optional backend missing, 5 invalid question CSV.
+Exit codes (`pixeldit.cli.console`): 1 invalid question CSV, 3 incomplete coverage, 4 weights or optional
+backend missing.
 """
 from __future__ import annotations
 
@@ -11,13 +12,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from evaluators.dpg.evaluate import CoverageError, evaluate_dpg, layout_for, modes_for
+from evaluators.dpg.evaluate import CoverageError, layout_for, modes_for
 from evaluators.dpg.questions import QuestionCSVError, load_questions
 from evaluators.dpg.vqa import BACKENDS, VQABackendUnavailable
-from pixeldit.infra.files import write_json_atomic
+from evaluators.registry import evaluate, load_task
+from pixeldit.cli.console import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_MISSING_FILE, fail
 from pixeldit.infra.weights import ChecksumError, MissingWeightsError
-
-EXIT_COVERAGE, EXIT_MISSING, EXIT_BAD_CSV = 3, 4, 5
 
 dpg_app = typer.Typer(help="DPG-Bench helpers: check an image folder, summarise a question CSV.",
                       no_args_is_help=True)
@@ -28,18 +28,13 @@ TileSizeOption = Annotated[Optional[int], typer.Option(
     "--tile-size", min=1, help="Side of one sample in pixels (default: half the first grid's width).")]
 
 
-def _fail(message: str, code: int) -> None:
-    typer.echo(message, err=True)
-    raise typer.Exit(code)
-
-
 def _questions_or_exit(questions: Path | None):
     try:
         return load_questions(questions)
     except (MissingWeightsError, ChecksumError) as error:
-        _fail(str(error), EXIT_MISSING)
+        raise fail(str(error), EXIT_MISSING_FILE)
     except QuestionCSVError as error:
-        _fail(str(error), EXIT_BAD_CSV)
+        raise fail(str(error), EXIT_BAD_INPUT)
 
 
 def eval_dpg(
@@ -77,25 +72,24 @@ def eval_dpg(
     try:
         layout = layout_for(images_dir, graph, tile_size, allow_missing)
     except (CoverageError, FileNotFoundError) as error:
-        _fail(str(error), EXIT_COVERAGE)
+        raise fail(str(error), EXIT_CHECK_FAILED)
     for line in layout.problems():
         typer.echo(f"warning: {line}", err=True)
     if dry_run:
-        calls = sum(len(graph.items[item]) for item in layout.found) * 4
+        calls = sum(len(graph.items[item]) for item in layout.found) * load_task("dpg")["samples_per_prompt"]
         typer.echo(f"would score {len(layout.found)}/{len(graph.items)} items (tile {layout.tile_size}px) with "
                    f"{vqa}, mode {mode}: up to {calls} VQA answers; result -> {out}")
         return
     try:
         with typer.progressbar(length=len(layout.found), label="DPG VQA") as bar:
-            record = evaluate_dpg(images_dir, vqa=vqa, vqa_model=vqa_model, mode=mode, questions=graph.path,
-                                  tile_size=layout.tile_size, allow_missing=allow_missing, cache_path=cache,
-                                  device=device, batch_size=batch_size,
-                                  progress=lambda done, total: bar.update(1))
+            record = evaluate("dpg", [images_dir], out, vqa=vqa, vqa_model=vqa_model, mode=mode,
+                              questions=graph.path, tile_size=layout.tile_size, allow_missing=allow_missing,
+                              cache_path=cache, device=device, batch_size=batch_size,
+                              progress=lambda done, total: bar.update(1))
     except CoverageError as error:
-        _fail(str(error), EXIT_COVERAGE)
+        raise fail(str(error), EXIT_CHECK_FAILED)
     except (MissingWeightsError, VQABackendUnavailable) as error:
-        _fail(str(error), EXIT_MISSING)
-    write_json_atomic(out, record)
+        raise fail(str(error), EXIT_MISSING_FILE)
     for name in modes_for(mode):
         typer.echo(f"DPG-Bench ({name}): {record['values'].get(f'dpg_score_{name}')}")
     typer.echo(f"coverage {record['values']['coverage']:.4f}; result written to {out}")
@@ -116,12 +110,12 @@ def check(
     try:
         layout = layout_for(images_dir, graph, tile_size, allow_missing=True)
     except FileNotFoundError as error:
-        _fail(str(error), EXIT_COVERAGE)
+        raise fail(str(error), EXIT_CHECK_FAILED)
     typer.echo(f"{len(layout.found)}/{len(graph.items)} grids ok (tile {layout.tile_size}px)")
     for line in layout.problems():
         typer.echo(line)
     if not layout.ok:
-        raise typer.Exit(EXIT_COVERAGE)
+        raise typer.Exit(EXIT_CHECK_FAILED)
 
 
 @dpg_app.command("questions")

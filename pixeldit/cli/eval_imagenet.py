@@ -1,7 +1,7 @@
-"""Thin CLI of the ImageNet evaluator; `pixeldit/cli.py` mounts it.
+"""Thin CLI of the ImageNet evaluator; `pixeldit/cli/main.py` mounts it.
 
 Mount: ``eval_app.command("imagenet")(eval_imagenet)`` and ``app.add_typer(ref_app, name="ref")``.
-Exit codes: 0 ok, 1 bad input or protocol mismatch (message on stderr), 4 weights missing or corrupt.
+Exit codes (`pixeldit.cli.console`): 1 bad input or protocol mismatch, 4 weights missing or corrupt.
 """
 from __future__ import annotations
 
@@ -10,19 +10,16 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from evaluators.imagenet.errors import ImageNetEvalError
-from evaluators.imagenet.evaluate import BACKENDS, METRICS, evaluate_imagenet, plan_imagenet
+from evaluators.imagenet.evaluate import BACKENDS, METRICS, plan_imagenet
 from evaluators.imagenet.reference import DEFAULT_PR_IMAGES, build_reference, open_reference, reference_summary
-from pixeldit.infra.files import write_json_atomic
+from evaluators.registry import evaluate
+from pixeldit.cli.console import EXIT_MISSING_FILE, console, fail
 from pixeldit.infra.weights import ChecksumError, MissingWeightsError
 
-EXIT_BAD_INPUT, EXIT_WEIGHTS = 1, 4
-
 ref_app = typer.Typer(no_args_is_help=True, help="Reference sets for the ImageNet metrics: build and inspect.")
-console = Console()
 
 WeightsOption = Annotated[str, typer.Option(
     help="auto (full torch-fidelity file if installed, else the offline conversion) | inception | offline.")]
@@ -30,11 +27,6 @@ DeviceOption = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")]
 BatchOption = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per Inception batch "
                                                     "(default 64 on CPU, 250 on GPU).")]
 CacheOption = Annotated[Optional[Path], typer.Option(help="Feature cache root (default $PIXELDIT_CACHE/imagenet).")]
-
-
-def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
 
 
 def _device(device: str) -> str | None:
@@ -45,9 +37,9 @@ def _run(call):
     try:
         return call()
     except (MissingWeightsError, ChecksumError) as error:
-        raise _fail(str(error).strip('"'), EXIT_WEIGHTS)
+        raise fail(str(error).strip('"'), EXIT_MISSING_FILE)
     except ImageNetEvalError as error:
-        raise _fail(str(error))
+        raise fail(str(error))
 
 
 def _labels(pairs: list[str]) -> dict[str, str]:
@@ -109,10 +101,9 @@ def eval_imagenet(
                                           expected_samples=expected_samples))
         console.print_json(json.dumps({**_run(plan.summary), "run": run, "out": str(out)}, default=str))
         return
-    record = _run(lambda: evaluate_imagenet(samples, ref, backend=backend, metrics=metrics, batch_size=batch_size,
-                                            device=_device(device), cache_dir=cache_dir, weights=weights,
-                                            expected_samples=expected_samples, progress=True, run=run))
-    write_json_atomic(out, record)
+    record = _run(lambda: evaluate("imagenet", [samples, ref], out, backend=backend, metrics=metrics,
+                                   batch_size=batch_size, device=_device(device), cache_dir=cache_dir,
+                                   weights=weights, expected_samples=expected_samples, progress=True, run=run))
     print_result(record)
     console.print(f"result written to {out}")
 
