@@ -51,9 +51,7 @@ class FeatureEncoder(nn.Module):
 
 def load_dinov2_vitb14(device: torch.device | str = "cpu") -> FeatureEncoder:
     """The real REPA encoder from the weights registry (fails fast offline, naming the fetch command)."""
-    import timm
-
-    import pixeldit  # noqa: F401  (torchvision shim before timm)
+    import timm  # lazy: timm is needed only when REPA is on
 
     path = resolve(DINOV2_VITB14.name)
     vit = timm.create_model("vit_base_patch14_dinov2.lvd142m", pretrained=True, dynamic_img_size=True,
@@ -63,9 +61,7 @@ def load_dinov2_vitb14(device: torch.device | str = "cpu") -> FeatureEncoder:
 
 def tiny_random_encoder(embed_dim: int = 32, seed: int = 0) -> FeatureEncoder:
     """A random-init ViT/14 with DINOv2's interface, for tests and offline smoke runs."""
-    from timm.models.vision_transformer import VisionTransformer
-
-    import pixeldit  # noqa: F401
+    from timm.models.vision_transformer import VisionTransformer  # lazy: as above
 
     torch.manual_seed(seed)
     vit = VisionTransformer(img_size=28, patch_size=14, embed_dim=embed_dim, depth=1, num_heads=2,

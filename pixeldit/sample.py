@@ -66,6 +66,7 @@ from pixeldit.infra.shards import (
 )
 from pixeldit.models.autoencoder import LatentAutoencoder, load_autoencoder
 from pixeldit.models.flops import model_forward_flops, training_flops
+from pixeldit.models.io import load_network, read_network_header
 from pixeldit.samplers import Sampler, VelocityModel
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,6 @@ def plan_sampling(network: str | os.PathLike, n: int, shard_size: int, shard_ids
 
     Under torchrun (RANK / WORLD_SIZE set) each process takes every WORLD_SIZE-th of the chosen shards.
     """
-    from pixeldit.models.io import read_network_header  # cheap: reads the safetensors header only
 
     network_path = resolve_network(network)
     config, metadata, _ = read_network_header(network_path)
@@ -228,7 +228,6 @@ def sample_shards(network_path: str | os.PathLike, out_dir: str | os.PathLike, n
     batch_size (the batches then hold the same indices); across batch sizes they agree up to the float
     rounding of the backend's kernels, which may differ with the batch size.
     """
-    from pixeldit.models.io import load_network
 
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"unknown quantisation {quantization!r}; choose one of {', '.join(QUANTIZATIONS)}")

@@ -33,8 +33,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from evaluators.dpg.layout import write_grid
+from evaluators.dpg.prompts import load_prompts
+from evaluators.geneval.prompts import load_metadata, sample_path, verify_data, write_prompt_folders
 from evaluators.registry import load_task
 from pixeldit.conditioning import TextCondition
+from pixeldit.data.captions import CAPTION_SETS, class_captions
 from pixeldit.infra.devices import resolve_device
 from pixeldit.infra.files import atomic_path, check_disk_space, save_npz_atomic, sha256_file, write_json_atomic
 from pixeldit.infra.images import QUANTIZATIONS, quantize
@@ -49,9 +53,11 @@ from pixeldit.infra.shards import (
     verified_shards,
     write_sidecar,
 )
+from pixeldit.models.io import load_network, read_network_header
+from pixeldit.models.t2i import DataTimeVelocity
 from pixeldit.sample import sample_noise
 from pixeldit.samplers import Sampler
-from pixeldit.text_encoders import TextEncoder
+from pixeldit.text_encoders import TextEncoder, get_text_encoder
 
 log = logging.getLogger(__name__)
 
@@ -84,16 +90,11 @@ class PromptSet:
 def load_prompt_set(name: str) -> PromptSet:
     """'geneval', 'dpg', or a caption set name ('digits')."""
     if name == "geneval":
-        from evaluators.geneval.prompts import load_metadata, verify_data
-
         verify_data()
         return PromptSet(name, "geneval", tuple(PromptItem(f"{index:05d}", record["prompt"], metadata=record)
                                                  for index, record in enumerate(load_metadata())))
     if name == "dpg":
-        from evaluators.dpg.prompts import load_prompts
-
         return PromptSet(name, "dpg", tuple(PromptItem(item_id, prompt) for item_id, prompt in load_prompts().items()))
-    from pixeldit.data.captions import CAPTION_SETS, class_captions
 
     if name not in CAPTION_SETS:
         raise ValueError(f"unknown prompt set {name!r}; choose geneval, dpg or a caption set ({', '.join(CAPTION_SETS)})")
@@ -146,7 +147,6 @@ class NetworkPlan:
 
 def plan_network(network: str | os.PathLike, text_encoder: str | None) -> NetworkPlan:
     """Resolve a run directory or file and read its T2I config, weight set and text encoder from the header."""
-    from pixeldit.models.io import read_network_header
 
     path = resolve_network(network)
     config, metadata, present = read_network_header(path)
@@ -161,9 +161,6 @@ def plan_network(network: str | os.PathLike, text_encoder: str | None) -> Networ
 
 def load_generator(plan: NetworkPlan, negative_prompt: str, device: torch.device, autocast_bf16: bool) -> T2IGenerator:
     """The network's weights (in the samplers' convention) with its text encoder and the null embedding."""
-    from pixeldit.models.io import load_network
-    from pixeldit.models.t2i import DataTimeVelocity
-    from pixeldit.text_encoders import get_text_encoder
 
     model, _ = load_network(plan.path, which=plan.which)
     encoder = get_text_encoder(plan.text_encoder, device=device, max_length=plan.config.text_max_length)
@@ -190,8 +187,6 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 def write_shard_images(prompt_set: PromptSet, out_dir: Path, first: int, last: int,
                        images: np.ndarray, samples_per_prompt: int) -> list[Path]:
     """Save the images (prompts first..last, samples_per_prompt each, in that order) in the set's layout."""
-    from evaluators.dpg.layout import write_grid
-    from evaluators.geneval.prompts import sample_path
 
     per_prompt = images.reshape(last - first + 1, samples_per_prompt, *images.shape[1:])   # (P, S, H, W, 3)
     if prompt_set.layout == "npz":
@@ -265,8 +260,6 @@ def generate_prompt_set(network: str | os.PathLike, out_dir: str | os.PathLike, 
     device = resolve_device(device)
     generator = load_generator(plan, negative_prompt, device, autocast_bf16)
     if prompts.layout == "geneval":
-        from evaluators.geneval.prompts import write_prompt_folders
-
         write_prompt_folders(out_dir, [item.metadata for item in prompts.items])   # metadata.jsonl per prompt
 
     for first, last in pending:

@@ -50,6 +50,8 @@ from pixeldit.models import build_network, family_of, models_in, save_network
 from pixeldit.models.autoencoder import load_autoencoder
 from pixeldit.models.io import load_state, read_network_header
 from pixeldit.models.t2i import DataTimeVelocity
+from pixeldit.presets import get_preset
+from pixeldit.repa import ENCODERS, RepaProjector, repa_loss
 
 
 @dataclasses.dataclass
@@ -127,8 +129,6 @@ class TrainConfig:
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "TrainConfig":
-        from pixeldit.presets import get_preset
-
         values = {"preset": name, **get_preset(name)}
         unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
@@ -441,8 +441,6 @@ class Repa:
     """REPA: align an early patch block's tokens with a frozen encoder's features through a projector."""
 
     def __init__(self, settings: dict, net: torch.nn.Module, device: torch.device):
-        from pixeldit.repa import ENCODERS, RepaProjector  # lazy: the encoders need timm
-
         self.settings = settings
         self.encoder = ENCODERS[settings["encoder"]](device)
         self.projector = RepaProjector(net.config.hidden_size, self.encoder.embed_dim,
@@ -453,8 +451,6 @@ class Repa:
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         """The alignment loss of the last forward pass, whose images in [-1, 1] were `x`."""
-        from pixeldit.repa import repa_loss  # lazy: see __init__
-
         return repa_loss(self.tokens[0], self.projector, self.encoder((x + 1) / 2))
 
 

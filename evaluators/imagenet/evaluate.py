@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from evaluators.imagenet.backends import backend_unavailable, run_backend
 from evaluators.imagenet.errors import ImageNetEvalError
 from evaluators.imagenet.features import Cache, LazyExtractor, default_batch_size, extract, feature_key
 from evaluators.imagenet.inception import EXTRACTOR_NAME, UNAVAILABLE_IS, InceptionWeights, resolve_weights
@@ -118,8 +119,6 @@ def plan_imagenet(samples, reference, *, backend: str = "adm", metrics=None, bat
         unavailable["sfid"] = (f"unavailable: reference {ref.description} stores mu/sigma but not mu_s/sigma_s "
                                f"(sFID from its {len(ref.images)} images would not match FID's statistics)")
     if backend != "adm":
-        from evaluators.imagenet.backends import backend_unavailable
-
         if ref.images is None:
             raise ImageNetEvalError(f"the {backend} backend computes reference statistics from images, but "
                                     f"{ref.description} holds statistics only; use backend='adm'")
@@ -273,8 +272,6 @@ def evaluate_imagenet(samples, reference, *, backend: str = "adm", metrics=None,
         values, extra = _run_adm(plan, progress)
         unavailable, protocol = {}, _protocol(plan)
     else:
-        from evaluators.imagenet.backends import run_backend
-
         values, unavailable, extra, protocol = run_backend(plan, progress)
     unavailable = {**plan.unavailable, **unavailable}
     ordered = {}

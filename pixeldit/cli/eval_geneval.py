@@ -14,6 +14,11 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperGroup
 
+import evaluators.geneval as geneval
+from evaluators.geneval import prompts
+from evaluators.geneval.detectors import CompiledOpsError, check_mmcv_ops
+from evaluators.geneval.evaluate import ProtocolMismatchError
+from evaluators.geneval.summary import format_summary, read_results, summarize
 from pixeldit.cli.console import EXIT_CHECK_FAILED, EXIT_MISSING_FILE, fail
 from pixeldit.infra.devices import resolve_device
 from pixeldit.infra.files import write_json_atomic
@@ -56,11 +61,6 @@ def score(
       pixeldit-bench eval geneval samples/t2i/geneval --detector transformers --out metrics/t2i/geneval.json
       pixeldit-bench eval geneval samples/t2i/geneval --dry-run
     """
-    import evaluators.geneval as geneval
-    from evaluators.geneval import prompts
-    from evaluators.geneval.detectors import CompiledOpsError
-    from evaluators.geneval.evaluate import ProtocolMismatchError
-    from evaluators.geneval.summary import format_summary, read_results, summarize
 
     result_file = out if out is not None and out.suffix == ".json" else None
     out = result_file.with_suffix("") if result_file else out or images_dir.with_name(images_dir.name + "-geneval")
@@ -99,7 +99,6 @@ def write_prompts(
     [b]Examples[/b]
       pixeldit-bench eval geneval prompts --out samples/t2i/geneval
     """
-    from evaluators.geneval import prompts
     try:
         prompts.verify_data()
         metadata = prompts.load_metadata()
@@ -123,7 +122,6 @@ def summary(
     [b]Examples[/b]
       pixeldit-bench eval geneval summary metrics/t2i/geneval/results.jsonl
     """
-    from evaluators.geneval.summary import format_summary, read_results, summarize
     try:
         numbers = summarize(read_results(results))
     except (OSError, ValueError) as error:
@@ -141,8 +139,6 @@ def check(
     [b]Examples[/b]
       pixeldit-bench eval geneval check --detector mmdet --device cuda
     """
-    import evaluators.geneval as geneval
-    from evaluators.geneval.detectors import CompiledOpsError, check_mmcv_ops
     try:
         if detector == "mmdet":
             check_mmcv_ops(_resolve_device(device))

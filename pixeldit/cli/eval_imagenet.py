@@ -14,10 +14,11 @@ from rich.table import Table
 
 from evaluators.imagenet.errors import ImageNetEvalError
 from evaluators.imagenet.evaluate import BACKENDS, METRICS, plan_imagenet
+from evaluators.imagenet.inception import resolve_weights
 from evaluators.imagenet.reference import DEFAULT_PR_IMAGES, build_reference, open_reference, reference_summary
+from evaluators.imagenet.sources import open_images
 from evaluators.registry import evaluate
-from pixeldit.cli.console import EXIT_MISSING_FILE, console, fail
-from pixeldit.infra.weights import ChecksumError, MissingWeightsError
+from pixeldit.cli.console import console, exits_on
 
 ref_app = typer.Typer(no_args_is_help=True, help="Reference sets for the ImageNet metrics: build and inspect.")
 
@@ -31,15 +32,6 @@ CacheOption = Annotated[Optional[Path], typer.Option(help="Feature cache root (d
 
 def _device(device: str) -> str | None:
     return None if device == "auto" else device
-
-
-def _run(call):
-    try:
-        return call()
-    except (MissingWeightsError, ChecksumError) as error:
-        raise fail(str(error).strip('"'), EXIT_MISSING_FILE)
-    except ImageNetEvalError as error:
-        raise fail(str(error))
 
 
 def _labels(pairs: list[str]) -> dict[str, str]:
@@ -96,14 +88,16 @@ def eval_imagenet(
     out = out or samples.with_name(f"{samples.stem if samples.suffix else samples.name}-imagenet.json")
     run = _labels(label or [])
     if dry_run:
-        plan = _run(lambda: plan_imagenet(samples, ref, backend=backend, metrics=metrics, batch_size=batch_size,
-                                          device=_device(device), cache_dir=cache_dir, weights=weights,
-                                          expected_samples=expected_samples))
-        console.print_json(json.dumps({**_run(plan.summary), "run": run, "out": str(out)}, default=str))
+        with exits_on(ImageNetEvalError):
+            plan = plan_imagenet(samples, ref, backend=backend, metrics=metrics, batch_size=batch_size,
+                                 device=_device(device), cache_dir=cache_dir, weights=weights,
+                                 expected_samples=expected_samples)
+            console.print_json(json.dumps({**plan.summary(), "run": run, "out": str(out)}, default=str))
         return
-    record = _run(lambda: evaluate("imagenet", [samples, ref], out, backend=backend, metrics=metrics,
-                                   batch_size=batch_size, device=_device(device), cache_dir=cache_dir,
-                                   weights=weights, expected_samples=expected_samples, progress=True, run=run))
+    with exits_on(ImageNetEvalError):
+        record = evaluate("imagenet", [samples, ref], out, backend=backend, metrics=metrics, batch_size=batch_size,
+                          device=_device(device), cache_dir=cache_dir, weights=weights,
+                          expected_samples=expected_samples, progress=True, run=run)
     print_result(record)
     console.print(f"result written to {out}")
 
@@ -131,20 +125,20 @@ def ref_build(
       pixeldit-bench eval imagenet ref build data/digits32 --split reference --res 32 --out results/refs/digits32-32-inception.npz
       pixeldit-bench eval imagenet ref build /data/imagenet/train --res 256 --out results/refs/imagenet-256-inception.npz
     """
-    command = f"pixeldit-bench eval imagenet ref build {dataset} --res {res} --out {out}" + (f" --split {split}" if split else "")
+    command = (f"pixeldit-bench eval imagenet ref build {dataset} --res {res} --out {out}"
+               + (f" --split {split}" if split else ""))
     if dry_run:
-        from evaluators.imagenet.inception import resolve_weights
-        from evaluators.imagenet.sources import open_images
-
-        source = _run(lambda: open_images(dataset, name="dataset", crop_to=res, split=split))
-        chosen = _run(lambda: resolve_weights(weights))
+        with exits_on(ImageNetEvalError):
+            source = open_images(dataset, name="dataset", crop_to=res, split=split)
+            chosen = resolve_weights(weights)
         console.print_json(json.dumps({"source": source.describe(), "count": len(source),
                                        "resolution": list(source.resolution), "arr_0": min(pr_images, len(source)),
                                        "weights": chosen.card(), "out": str(out), "command": command}))
         return
-    written = _run(lambda: build_reference(dataset, out, res, split=split, pr_images=pr_images, batch_size=batch_size,
-                                           device=_device(device), cache_dir=cache_dir, weights=weights,
-                                           overwrite=overwrite, progress=True, build_command=command))
+    with exits_on(ImageNetEvalError):
+        written = build_reference(dataset, out, res, split=split, pr_images=pr_images, batch_size=batch_size,
+                                  device=_device(device), cache_dir=cache_dir, weights=weights, overwrite=overwrite,
+                                  progress=True, build_command=command)
     card = written["card"]
     console.print(f"wrote {written['path']}: {card['stats_count']} images in the statistics, {card['images_count']} "
                   f"in arr_0, {card['resolution'][0]}×{card['resolution'][1]}, weights {card['weights']}, "
@@ -158,7 +152,8 @@ def ref_info(file: Annotated[Path, typer.Argument(help="Reference .npz (ADM batc
     [b]Examples[/b]
       pixeldit-bench eval imagenet ref info VIRTUAL_imagenet256_labeled.npz
     """
-    reference = _run(lambda: open_reference(file))
+    with exits_on(ImageNetEvalError):
+        reference = open_reference(file)
     console.print_json(json.dumps({**reference_summary(reference), "stored": list(reference.stat_keys)
                                    + (["arr_0"] if reference.images is not None else []),
                                    "card": reference.card}, default=str))

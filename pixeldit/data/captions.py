@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from pixeldit.infra.files import atomic_path
+from pixeldit.text_encoders import get_text_encoder
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 DIGIT_TEMPLATES = ("a handwritten digit {name}",
@@ -66,7 +67,6 @@ class CaptionEmbeddings:
 def embed_captions(caption_set: str, encoder_name: str, max_length: int) -> CaptionEmbeddings:
     """Run the text encoder once over every caption of the set and over the null prompt "", padded to max_length
     tokens (the model's text_max_length, as generation pads them)."""
-    from pixeldit.text_encoders import get_text_encoder
 
     encoder = get_text_encoder(encoder_name, max_length=max_length)
     captions = class_captions(caption_set)
