@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 import pixeldit.infra.files
 from pixeldit import sample as sampling
 from pixeldit.cli import sample as sampling_cli
+from pixeldit.cli.console import EXIT_BAD_INPUT, EXIT_CHECK_FAILED
 from pixeldit.infra.files import sha256_file
 from pixeldit.infra.images import quantize
 from pixeldit.infra.runs import resolve_network
@@ -275,6 +276,18 @@ def test_merge_refuses_a_gap(copy_of_reference):
     _sidecar(copy_of_reference / "shard-0000004-0000007.npz").unlink()
     with pytest.raises(ValueError, match=r"gap: indices 4\.\.7 are missing after shard-0000000-0000003"):
         merge_shards(copy_of_reference)
+
+
+def test_merge_command_exits_3_when_shards_do_not_tile(copy_of_reference):
+    """A gap is a failed check (exit 3), a corrupt sidecar bad input (exit 1): scripts can tell "not done yet"
+    from "broken"."""
+    (copy_of_reference / "shard-0000004-0000007.npz").unlink()
+    _sidecar(copy_of_reference / "shard-0000004-0000007.npz").unlink()
+    result = CliRunner().invoke(sampling_cli.app, ["merge", str(copy_of_reference)])
+    assert result.exit_code == EXIT_CHECK_FAILED and "gap: indices 4..7" in result.output, result.output
+    _sidecar(copy_of_reference / "shard-0000008-0000011.npz").write_text("{not json")
+    result = CliRunner().invoke(sampling_cli.app, ["merge", str(copy_of_reference)])
+    assert result.exit_code == EXIT_BAD_INPUT and "not readable JSON" in result.output, result.output
 
 
 def test_merge_refuses_overlapping_shards(copy_of_reference):

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.text import Text
 from typer.core import TyperGroup
 
+from pixeldit.infra.shards import ShardTilingError
 from pixeldit.infra.weights import ChecksumError, MissingWeightsError
 
 EXIT_BAD_INPUT, EXIT_USAGE, EXIT_CHECK_FAILED, EXIT_MISSING_FILE = 1, 2, 3, 4
@@ -55,11 +56,13 @@ def error_message(error: BaseException) -> str:
 @contextmanager
 def exits_on(*bad_input: type[BaseException]) -> Iterator[None]:
     """Turn library errors into one message and exit code: a missing or mismatched external file exits 4,
-    the given `bad_input` error types exit 1."""
+    readable inputs that fail a check (shards that do not tile) exit 3, the given `bad_input` error types exit 1."""
     try:
         yield
     except (MissingWeightsError, ChecksumError) as error:   # before bad_input: they subclass OSError / ValueError
         raise fail(error_message(error), EXIT_MISSING_FILE) from None
+    except ShardTilingError as error:                      # likewise a ValueError
+        raise fail(error_message(error), EXIT_CHECK_FAILED) from None
     except bad_input as error:
         raise fail(error_message(error), EXIT_BAD_INPUT) from None
 

@@ -32,6 +32,10 @@ SIDECAR_DIR = ".shards"
 SHARD_NAME = re.compile(r"shard-(\d{7})-(\d{7})")
 
 
+class ShardTilingError(ValueError):
+    """Every shard is readable, but together they do not tile [0, n): a gap, an overlap, a shard across n."""
+
+
 # ------------------------------------------------------------------------------------------------
 # Plan
 
@@ -227,20 +231,20 @@ def verified_shards(out_dir: str | os.PathLike, n: int | None = None, *, unit: s
     if n is not None:
         straddling = [shard.name for shard in shards if shard.first < n <= shard.last]
         if straddling:
-            raise ValueError(f"{straddling} cross n={n}; merge with n at a shard boundary")
+            raise ShardTilingError(f"{straddling} cross n={n}; merge with n at a shard boundary")
         shards = [shard for shard in shards if shard.last < n]
     expected_first, previous = 0, None
     for shard in shards:
         if shard.first > expected_first:
             after = f"after {previous.name}" if previous else "at the start"
-            raise ValueError(f"gap: {unit} {expected_first}..{shard.first - 1} are missing {after} (next is "
+            raise ShardTilingError(f"gap: {unit} {expected_first}..{shard.first - 1} are missing {after} (next is "
                              f"{shard.name}): not generated yet; run {command} for the missing shards")
         if shard.first < expected_first:  # two shards claim the same indices (e.g. runs with different --shard-size)
-            raise ValueError(f"{shard.name} overlaps {previous.name}: {unit} {shard.first}.."
+            raise ShardTilingError(f"{shard.name} overlaps {previous.name}: {unit} {shard.first}.."
                              f"{min(shard.last, expected_first - 1)} were generated twice; delete one of them")
         expected_first, previous = shard.last + 1, shard
     if n is not None and expected_first < n:
-        raise ValueError(f"gap: {unit} {expected_first}..{n - 1} are missing after {previous.name}: not generated "
+        raise ShardTilingError(f"gap: {unit} {expected_first}..{n - 1} are missing after {previous.name}: not generated "
                          f"yet; run {command} for the missing shards")
     return shards
 
