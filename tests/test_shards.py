@@ -44,6 +44,7 @@ def test_one_naming_rule_for_files_sidecars_and_the_workflow(tmp_path):
     assert shards.shard_file(tmp_path, 0, 3).name == "shard-0000000-0000003.npz"
     assert shards.sidecar_path(tmp_path, 0, 3) == tmp_path / ".shards" / "shard-0000000-0000003.json"
     assert shards.shard_sidecars("out", N, SIZE)[-1] == "out/.shards/shard-0000008-0000009.json"
+    assert shards.sidecar_template("out").format(first="0000008", last="0000009") == "out/.shards/shard-0000008-0000009.json"
 
 
 def test_complete_needs_same_settings_and_intact_files(complete):

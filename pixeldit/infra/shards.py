@@ -76,8 +76,11 @@ def ranks_shard_ids(num_shards: int, shard_ids: Sequence[int] | None, descriptio
 # Naming
 
 
+NAME_TEMPLATE = "shard-{first}-{last}"   # first / last zero-padded to 7 digits
+
+
 def shard_name(first: int, last: int) -> str:
-    return f"shard-{first:07d}-{last:07d}"
+    return NAME_TEMPLATE.format(first=f"{first:07d}", last=f"{last:07d}")
 
 
 def shard_file(out_dir: str | os.PathLike, first: int, last: int, suffix: str = ".npz") -> Path:
@@ -87,6 +90,11 @@ def shard_file(out_dir: str | os.PathLike, first: int, last: int, suffix: str = 
 
 def sidecar_path(out_dir: str | os.PathLike, first: int, last: int) -> Path:
     return Path(out_dir) / SIDECAR_DIR / f"{shard_name(first, last)}.json"
+
+
+def sidecar_template(out_dir: str) -> str:
+    """The sidecar path of any shard of out_dir with {first} / {last} placeholders (a Snakemake output pattern)."""
+    return f"{out_dir}/{SIDECAR_DIR}/{NAME_TEMPLATE}.json"
 
 
 def shard_sidecars(out_dir: str | os.PathLike, n: int, shard_size: int) -> list[str]:

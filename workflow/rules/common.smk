@@ -5,6 +5,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from evaluators.registry import EVALUATOR_PACKAGES, load_task
+from pixeldit.infra.shards import shard_sidecars, sidecar_template
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -82,9 +83,9 @@ def sample_dir(run, kimg, sampler):
 
 
 def shard_files(wildcards):
-    n, size = SAMPLING["n"], SAMPLING["shard_size"]
+    """The sidecars of every shard (each written after its .npz): what the merge waits for."""
     directory = sample_dir(wildcards.run, wildcards.kimg, wildcards.sampler)
-    return [f"{directory}/shard-{first:07d}-{min(first + size, n) - 1:07d}.npz" for first in range(0, n, size)]
+    return shard_sidecars(directory, SAMPLING["n"], SAMPLING["shard_size"])
 
 
 def shard_id(wildcards):

@@ -5,7 +5,7 @@ rule sample_shard:
     input:
         network=lambda wildcards: final_network(wildcards.run),
     output:
-        f"{RESULTS}/samples/{{run}}/{{kimg}}/{{sampler}}/shard-{{first}}-{{last}}.npz",
+        sidecar_template(f"{RESULTS}/samples/{{run}}/{{kimg}}/{{sampler}}"),
     params:
         network=lambda wildcards: network_file(wildcards.run, wildcards.kimg),
         out=lambda wildcards: sample_dir(wildcards.run, wildcards.kimg, wildcards.sampler),

@@ -31,10 +31,8 @@ def t2i_sample_dir(run, prompts, sampler):
 
 
 def t2i_shard_sidecars(wildcards):
-    count, size = T2I_PROMPT_COUNTS[wildcards.prompts], T2I["shard_size"]
     directory = t2i_sample_dir(wildcards.run, wildcards.prompts, wildcards.sampler)
-    return [f"{directory}/.shards/shard-{first:05d}-{min(first + size, count) - 1:05d}.json"
-            for first in range(0, count, size)]
+    return shard_sidecars(directory, T2I_PROMPT_COUNTS[wildcards.prompts], T2I["shard_size"])
 
 
 def t2i_samples_per_prompt(prompts):
@@ -122,7 +120,7 @@ rule t2i_generate_shard:
     input:
         network=lambda wildcards: t2i_network(wildcards.run),
     output:
-        f"{RESULTS}/t2i/samples/{{run}}/{{prompts}}/{{sampler}}/.shards/shard-{{first}}-{{last}}.json",
+        sidecar_template(f"{RESULTS}/t2i/samples/{{run}}/{{prompts}}/{{sampler}}"),
     params:
         out=lambda wildcards: t2i_sample_dir(wildcards.run, wildcards.prompts, wildcards.sampler),
         shard=lambda wildcards: int(wildcards.first) // T2I["shard_size"],
