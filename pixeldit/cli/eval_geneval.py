@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.progress import track
 from typer.core import TyperGroup
 
 import evaluators.geneval as geneval
@@ -19,10 +20,10 @@ from evaluators.geneval import prompts
 from evaluators.geneval.detectors import CompiledOpsError, check_mmcv_ops
 from evaluators.geneval.evaluate import ProtocolMismatchError
 from evaluators.geneval.summary import format_summary, read_results, summarize
-from pixeldit.cli.console import EXIT_CHECK_FAILED, EXIT_MISSING_FILE, fail
+from evaluators.registry import evaluate
+from pixeldit.cli.console import EXIT_CHECK_FAILED, EXIT_MISSING_FILE, exits_on, fail
 from pixeldit.infra.devices import resolve_device
-from pixeldit.infra.files import write_json_atomic
-from pixeldit.infra.weights import ChecksumError, MissingWeightsError
+from pixeldit.infra.weights import MissingWeightsError
 
 
 class _DefaultToScore(TyperGroup):
@@ -64,7 +65,7 @@ def score(
 
     result_file = out if out is not None and out.suffix == ".json" else None
     out = result_file.with_suffix("") if result_file else out or images_dir.with_name(images_dir.name + "-geneval")
-    try:
+    with exits_on(CompiledOpsError, ProtocolMismatchError, FileNotFoundError, ValueError):
         samples = list(prompts.iter_samples(images_dir))
         if dry_run:
             done = {row["filename"] for row in read_results(out / "results.jsonl")} if (out / "results.jsonl").exists() else set()
@@ -73,15 +74,8 @@ def score(
             geneval.require_weights(detector)
             typer.echo("weights: present")
             return
-        from rich.progress import track
-        record = geneval.evaluate_geneval(images_dir, out, detector=detector, device=_resolve_device(device),
-                                          progress=lambda items: track(items, description="GenEval"))
-    except (MissingWeightsError, ChecksumError) as error:
-        raise fail(str(error).strip('"'), EXIT_MISSING_FILE)
-    except (CompiledOpsError, ProtocolMismatchError, FileNotFoundError, ValueError) as error:
-        raise fail(str(error).strip('"'))
-    if result_file:
-        write_json_atomic(result_file, record)
+        record = evaluate("geneval", [images_dir, out], result_file or out / "geneval.json", detector=detector,
+                          device=_resolve_device(device), progress=lambda items: track(items, description="GenEval"))
     typer.echo(format_summary(summarize(read_results(out / "results.jsonl"))))
     typer.echo(f"wrote {result_file or out / 'geneval.json'} (overall {record['values']['overall']:.5f})")
 
