@@ -117,7 +117,13 @@ def _interval(origin: RowOrigin | None, column: str) -> str:
 
 def is_number(cell: Cell) -> bool:
     """Cells that show a number (or say why it is missing): each gets a protocol card."""
-    return cell.text == UNAVAILABLE or (isinstance(cell.value, numbers.Real) and not isinstance(cell.value, bool))
+    if cell.text == UNAVAILABLE or (isinstance(cell.value, numbers.Real) and not isinstance(cell.value, bool)):
+        return True
+    try:   # numbers kept as text, such as a resolution
+        float(cell.text)
+    except ValueError:
+        return False
+    return True
 
 
 def _cell_html(cell: Cell, column: str, origin: RowOrigin | None, numeric: bool) -> str:
@@ -129,8 +135,11 @@ def _cell_html(cell: Cell, column: str, origin: RowOrigin | None, numeric: bool)
     return f"<td{css}>{text}{marks}</td>"
 
 
-def table_html(table: Table, records: Mapping[str, Mapping[str, Any]], published: Sequence[PublishedRow]) -> str:
-    """One `<table>` with its caption, footnotes and numbered sources; every number opens its card."""
+def table_html(table: Table, records: Mapping[str, Mapping[str, Any]], published: Sequence[PublishedRow],
+               written: bool = True) -> str:
+    """One `<table>` with its caption, footnotes and numbered sources; every number opens its card.
+
+    `written`: the table is also under tables/ (md, tex, csv), so the page links those files."""
     numeric = numeric_columns(table)
     head = "".join(f"<th>{_escape(column)}</th>" for column in table.columns)
     body = []
@@ -149,9 +158,10 @@ def table_html(table: Table, records: Mapping[str, Mapping[str, Any]], published
     if table.sources:
         parts.append('<ol class="sources">' + "".join(f"<li>{_escape(source)}</li>" for source in table.sources)
                      + "</ol>")
-    links = " · ".join(f'<a href="tables/{_escape(table.name)}.{extension}">{extension}</a>'
-                       for extension in ("md", "tex", "csv"))
-    parts.append(f"<p>{links}</p></div>")
+    if written:
+        parts.append("<p>" + " · ".join(f'<a href="tables/{_escape(table.name)}.{extension}">{extension}</a>'
+                                        for extension in ("md", "tex", "csv")) + "</p>")
+    parts.append("</div>")
     return "\n".join(parts)
 
 
@@ -367,8 +377,8 @@ def render_page(*, results_dir: Path, frame: pd.DataFrame, published: Sequence[P
     """The page as one string; `frame` is `collect_results(results_dir)`, `tables` the report's tables."""
     records = {path: read_result(results_dir / path) for path in frame["path"]} if not frame.empty else {}
 
-    def tables_of(selected: Iterable[Table], absent: str) -> str:
-        rendered = [table_html(table, records, published) for table in selected]
+    def tables_of(selected: Iterable[Table], absent: str, written: bool = True) -> str:
+        rendered = [table_html(table, records, published, written) for table in selected]
         return "\n".join(rendered) if rendered else f"<p>{_escape(absent)}</p>"
 
     main = [table for table in tables if table.name.startswith("main-")]
@@ -379,7 +389,8 @@ def render_page(*, results_dir: Path, frame: pd.DataFrame, published: Sequence[P
         ("main", "Main tables", tables_of(main, "No class-conditional table.")),
         ("ablations", "Ablations", tables_of(ablations, "No result names an ablation group (run.group).")),
         ("latent-vs-pixel", "Latent vs pixel at matched compute", tables_of(
-            latent_vs_pixel_tables(frame), "No setting holds both latent and pixel results with training compute.")),
+            latent_vs_pixel_tables(frame), "No setting holds both latent and pixel results with training compute.",
+            written=False)),
         ("text-to-image", "Text-to-image", tables_of(text_to_image, "No text-to-image result.")),
         ("plots", "Plots", _plots_html(plots, skipped)),
         ("samples", "Sample grids", _grids_html(grids)),
