@@ -160,6 +160,10 @@ def test_every_number_opens_its_protocol_card(report):
             assert json.loads((results / one["result"]).read_text())["protocol"] == one["protocol"]
     published = [json.loads(card) for card in page.cards if '"registry"' in card]
     assert published and all(card["source"] for card in published)
+    deco = [row for row in page.tables["main-imagenet-256"][1:] if row[0]["text"] == "DeCo-XL/16"]
+    assert len(deco) == 2                              # one method, one source, two budgets: each its own card
+    for row in deco:
+        assert json.loads(page.cards[row[7]["card"]])["epochs"] == float(row[5]["text"])
 
     fid_cells = [row[7]["text"] for row in page.tables["main-digits-32"][1:]]
     assert "30.50 ± 0.12" in fid_cells                         # the one result that records fid_std

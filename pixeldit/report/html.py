@@ -99,8 +99,26 @@ def row_origin(table: Table, row: Sequence[Cell], records: Mapping[str, Mapping[
     paths = row[-1].value.split(" + ")
     if all(path in records for path in paths):
         return RowOrigin({path: records[path] for path in paths})
-    match = next((entry for entry in published if entry.source == row[-1].value and entry.method == row[0].text), None)
+    match = _published_row(table, row, published)
     return RowOrigin({}, match) if match is not None else None
+
+
+def _published_row(table: Table, row: Sequence[Cell], published: Sequence[PublishedRow]) -> PublishedRow | None:
+    """The registry row a table row copies: same source and method, and (one method can be listed at several
+    budgets or settings) the same epochs and setting where the table shows them."""
+    cells = dict(zip(table.columns, row))
+    setting = table.name.removeprefix("main-") if table.name.startswith("main-") else None
+    for entry in published:
+        if entry.source != row[-1].value or entry.method != row[0].text:
+            continue
+        if "Epochs" in cells and cells["Epochs"].value != entry.epochs:
+            continue
+        if setting is not None and entry.setting != setting:
+            continue
+        if "Res." in cells and cells["Res."].value != entry.setting.rpartition("-")[2]:
+            continue
+        return entry
+    return None
 
 
 def _interval(origin: RowOrigin | None, column: str) -> str:
