@@ -3,16 +3,21 @@
     <out>/tables/<name>.{md,tex,csv}
     <out>/plots/<name>.{png,svg}
     <out>/report.md          links all of them, embeds the Markdown tables, lists skipped plots
+    <out>/index.html         the same as one offline page (html.py), with sample grids copied to <out>/grids/
 """
 from __future__ import annotations
 
 import logging
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from pixeldit.report.collect import collect_results
+from pixeldit.report.html import write_html
 from pixeldit.report.plots import PlotJob, Skipped, plan_plots, write_plot
-from pixeldit.report.published import PUBLISHED_DIR, load_published
+from pixeldit.report.published import PUBLISHED_DIR, PublishedRow, load_published
 from pixeldit.report.render import Table, to_csv, to_latex, to_markdown
 from pixeldit.report.tables import ablation_tables, main_tables, t2i_table
 
@@ -31,6 +36,9 @@ class ReportPlan:
     tables: list[Table]
     plots: list[PlotJob]
     skipped: list[Skipped]
+    frame: pd.DataFrame              # the results read (collect.py), for the HTML page
+    published: list[PublishedRow]
+    allow_mixed: bool = False
 
     def summary(self) -> str:
         lines = [f"results: {self.results_dir} ({self.result_count} result files)", f"output:  {self.out_dir}",
@@ -54,7 +62,8 @@ def plan_report(results_dir: str | Path, out_dir: str | Path | None = None, allo
     return ReportPlan(results_dir=results_dir, out_dir=Path(out_dir) if out_dir else results_dir / "report",
                       result_count=len(frame), tables=tables,
                       plots=[plan for plan in plans if isinstance(plan, PlotJob)],
-                      skipped=[plan for plan in plans if isinstance(plan, Skipped)])
+                      skipped=[plan for plan in plans if isinstance(plan, Skipped)], frame=frame,
+                      published=published, allow_mixed=allow_mixed)
 
 
 def _index(plan: ReportPlan) -> str:
@@ -73,8 +82,14 @@ def _index(plan: ReportPlan) -> str:
     return "\n".join(lines)
 
 
+def report_command(plan: ReportPlan) -> str:
+    """The command line that regenerates this report."""
+    command = ["pixeldit-bench", "report", "--results", str(plan.results_dir), "--out", str(plan.out_dir)]
+    return shlex.join(command + (["--allow-mixed"] if plan.allow_mixed else []))
+
+
 def write_report(plan: ReportPlan) -> Path:
-    """Write every table (md, tex, csv), every plot (png, svg) and the index; return the index path."""
+    """Write every table (md, tex, csv), every plot (png, svg), report.md and index.html; return report.md."""
     tables_dir, plots_dir = plan.out_dir / "tables", plan.out_dir / "plots"
     tables_dir.mkdir(parents=True, exist_ok=True)
     for table in plan.tables:
@@ -84,6 +99,8 @@ def write_report(plan: ReportPlan) -> Path:
         write_plot(job, plots_dir)
     index = plan.out_dir / "report.md"
     index.write_text(_index(plan))
+    write_html(plan.out_dir, results_dir=plan.results_dir, frame=plan.frame, published=plan.published,
+               tables=plan.tables, plots=plan.plots, skipped=plan.skipped, report_command=report_command(plan))
     log.info("report written to %s (%d tables, %d plots, %d skipped)", index, len(plan.tables), len(plan.plots),
              len(plan.skipped))
     return index
