@@ -66,6 +66,21 @@ def test_train_dry_run_prints_the_resolved_config(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_ls_shows_how_far_each_run_trained_and_what_is_left(tmp_path):
+    run = tmp_path / "runs" / "half-done"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"model": "PixelDiT-S/4", "total_kimg": 20}))
+    (run / "stats.jsonl").write_text(json.dumps({"kimg": 10.5, "images_per_second": 50.0}) + "\n")
+    (run / "training-state-0000010.pt").write_bytes(b"")
+    (run / "network-snapshot-0000010.safetensors").write_bytes(b"")
+    result = runner.invoke(app, ["ls", "--results", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    [row] = json.loads(result.output)["runs"]
+    # a rerun continues from the 10-kimg state: 10 kimg left, 200 s at the last speed
+    assert row["progress"] == "10.5/20 kimg (52%)" and row["left"] == "10 kimg (~3m20s at 50 img/s)", row
+    assert row["status"] == "resumable from 10 kimg" and row["snapshots"] == [10]
+
+
 def test_bad_input_exits_with_code_1_and_a_message():
     result = runner.invoke(app, ["train", "digits32-s4", "--set", "no_such_field=1", "--dry-run"])
     assert result.exit_code == 1 and "unknown training setting" in result.output

@@ -7,7 +7,24 @@ from pathlib import Path
 from pixeldit.infra.runs import latest_state
 
 
+def _last_stats(run_dir: Path) -> dict:
+    """The newest stats.jsonl record: how far the run trained and how fast it went."""
+    path = run_dir / "stats.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    try:
+        return json.loads(lines[-1]) if lines else {}
+    except json.JSONDecodeError:    # a line cut by a kill; the run rewrites it on resume
+        return {}
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
 def list_runs(results: Path) -> list[dict]:
+    """Per run: how far it trained, what is left (with the time at its last speed), its snapshots."""
     rows = []
     for run_dir in sorted((results / "runs").glob("*/")):
         config_file = run_dir / "config.json"
@@ -15,11 +32,21 @@ def list_runs(results: Path) -> list[dict]:
         snapshots = sorted(run_dir.glob("network-snapshot-*.safetensors"))
         state = latest_state(run_dir)
         total = config.get("total_kimg")
-        last_kimg = int(state.stem.rsplit("-", 1)[1]) if state else 0
-        status = "done" if total is not None and snapshots and snapshots[-1].name.endswith(f"{total:07d}.safetensors") \
-            else "resumable" if state else "not started"
+        state_kimg = int(state.stem.rsplit("-", 1)[1]) if state else 0
+        done = total is not None and bool(snapshots) and snapshots[-1].name.endswith(f"{total:07d}.safetensors")
+        status = "done" if done else f"resumable from {state_kimg} kimg" if state else "not started"
+        stats = _last_stats(run_dir)
+        trained = float(total) if done else stats.get("kimg", float(state_kimg))
+        if total is None:
+            progress, left = f"{trained:g}/? kimg", "?"
+        else:
+            progress = f"{trained:.1f}/{total} kimg ({100 * trained / total:.0f}%)" if total else f"{trained:g}/0 kimg"
+            rate = stats.get("images_per_second")
+            remaining = max(total - (state_kimg if not done else total), 0)   # a rerun continues from the state
+            left = ("-" if done else f"{remaining:g} kimg" + (f" (~{_duration(remaining * 1000 / rate)} at "
+                                                              f"{rate:.0f} img/s)" if rate else ""))
         rows.append({"run": run_dir.name, "model": config.get("model", "?"), "ablation": config.get("ablation"),
-                     "kimg": f"{last_kimg}/{total if total is not None else '?'}", "status": status,
+                     "progress": progress, "left": left, "status": status,
                      "snapshots": [int(p.stem.rsplit("-", 1)[1]) for p in snapshots]})
     return rows
 
