@@ -6,6 +6,10 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
+# `snakemake --report FILE.html` after a run: Snakemake's own report over the annotated outputs below.
+report: "workflow/report/workflow.rst"
+
+
 # --configfile replaces the embedded default instead of being merged into it (Snakemake merges dicts).
 if not config:
 

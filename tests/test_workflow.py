@@ -111,6 +111,15 @@ def test_the_dag_resumes_after_a_kill_does_nothing_twice_and_reruns_only_what_a_
     again = subprocess.run([*base, "-n"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert "Nothing to be done" in again.stdout + again.stderr
 
+    # Snakemake's own report over the finished run: the annotated grids, metric files, plots and tables
+    page = tmp_path / "snakemake-report.html"
+    made = subprocess.run([*base, "--report", str(page)], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert made.returncode == 0 and page.stat().st_size > 100_000, made.stdout[-3000:] + made.stderr[-3000:]
+    text = page.read_text()
+    for expected in ("Samples", "Metrics", "Plots", "Tables", "samples-grid.png", "imagenet.json"):
+        assert expected in text, f"{expected!r} missing from the Snakemake report"
+
     (results / "metrics" / "t4" / "0000001" / "euler-steps4-cfg1.0-int0.0-1.0-shift1.0" / "imagenet.json").unlink()
     rerun = subprocess.run([*base, "-n"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert _job_counts(rerun.stdout + rerun.stderr) == {"eval_imagenet": 1, "report": 1, "all": 1}

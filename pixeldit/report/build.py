@@ -91,7 +91,8 @@ def report_command(plan: ReportPlan) -> str:
 def write_report(plan: ReportPlan) -> Path:
     """Write every table (md, tex, csv), every plot (png, svg), report.md and index.html; return report.md."""
     tables_dir, plots_dir = plan.out_dir / "tables", plan.out_dir / "plots"
-    tables_dir.mkdir(parents=True, exist_ok=True)
+    for directory in (tables_dir, plots_dir):   # both exist even when empty: the workflow declares them
+        directory.mkdir(parents=True, exist_ok=True)
     for table in plan.tables:
         for extension, render in _RENDERERS.items():
             (tables_dir / f"{table.name}.{extension}").write_text(render(table))

@@ -6,7 +6,9 @@ rule eval_imagenet:
         samples=rules.merge_samples.output.npz,
         ref=config["reference"]["file"],
     output:
-        f"{RESULTS}/metrics/{{run}}/{{kimg}}/{{sampler}}/imagenet.json",
+        report(f"{RESULTS}/metrics/{{run}}/{{kimg}}/{{sampler}}/imagenet.json", category="Metrics",
+               subcategory="{run}", labels={"run": "{run}", "kimg": "{kimg}", "sampler": "{sampler}",
+                                            "evaluator": "imagenet"}, caption="../report/metrics.rst"),
     params:
         labels=lambda wildcards: labels(wildcards.run),
         n=SAMPLING["n"],
@@ -29,7 +31,9 @@ rule eval_registered:
     input:
         samples=rules.merge_samples.output.npz,
     output:
-        f"{RESULTS}/metrics/{{run}}/{{kimg}}/{{sampler}}/{{evaluator}}.json",
+        report(f"{RESULTS}/metrics/{{run}}/{{kimg}}/{{sampler}}/{{evaluator}}.json", category="Metrics",
+               subcategory="{run}", labels={"run": "{run}", "kimg": "{kimg}", "sampler": "{sampler}",
+                                            "evaluator": "{evaluator}"}, caption="../report/metrics.rst"),
     wildcard_constraints:
         evaluator="|".join(REGISTERED_EVALUATORS) or "(?!)",   # (?!) matches nothing: none registered
     log:

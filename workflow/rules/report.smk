@@ -12,6 +12,10 @@ rule report:
         t2i_metric_files(),
     output:
         f"{RESULTS}/report/report.md",
+        report(directory(f"{RESULTS}/report/plots"), patterns=["{name}.png"], category="Plots",
+               caption="../report/plots.rst"),
+        report(directory(f"{RESULTS}/report/tables"), patterns=["{name}.csv"], category="Tables",
+               caption="../report/tables.rst"),
     params:
         results=RESULTS,
         out=f"{RESULTS}/report",

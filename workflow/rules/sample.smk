@@ -40,6 +40,9 @@ rule merge_samples:
     output:
         npz=f"{RESULTS}/samples/{{run}}/{{kimg}}/{{sampler}}/samples.npz",
         card=f"{RESULTS}/samples/{{run}}/{{kimg}}/{{sampler}}/samples.json",
+        grid=report(f"{RESULTS}/samples/{{run}}/{{kimg}}/{{sampler}}/samples-grid.png", category="Samples",
+                    subcategory="{run}", labels={"run": "{run}", "kimg": "{kimg}", "sampler": "{sampler}"},
+                    caption="../report/samples.rst"),
     params:
         out=lambda wildcards: sample_dir(wildcards.run, wildcards.kimg, wildcards.sampler),
         n=SAMPLING["n"],
