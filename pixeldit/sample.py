@@ -52,6 +52,7 @@ from pixeldit.compute import sampling_flops
 from pixeldit.infra.devices import resolve_device
 from pixeldit.infra.files import check_disk_space, save_npz_atomic, sha256_file, write_json_atomic
 from pixeldit.infra.images import QUANTIZATIONS, quantize
+from pixeldit.infra.progress import Progress
 from pixeldit.infra.runs import resolve_network
 from pixeldit.infra.shards import (
     Shard,
@@ -111,11 +112,13 @@ def class_labels(indices: Iterable[int], num_classes: int) -> np.ndarray:
 
 def generate(model: VelocityModel, indices: Sequence[int], sampler: Sampler, seed: int, num_classes: int,
              resolution: int, batch_size: int, device: str | torch.device, autocast_bf16: bool = False,
-             quantization: str = "round", autoencoder: LatentAutoencoder | None = None) -> tuple[np.ndarray, np.ndarray]:
+             quantization: str = "round", autoencoder: LatentAutoencoder | None = None,
+             progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Sample the given indices: (uint8 (N, H, W, 3) images, int64 (N,) labels).
 
     `model` must already be on `device`; its null (unconditional) class id is `num_classes`. With an
     `autoencoder`, the model works on its latents: the noise has the latent shape and samples are decoded.
+    `progress`, when given, counts the images as each batch is done.
     """
     model_classes = getattr(model, "num_classes", num_classes)
     if model_classes != num_classes:
@@ -142,6 +145,8 @@ def generate(model: VelocityModel, indices: Sequence[int], sampler: Sampler, see
                                      f"(sampler {sampler.key}); try without --bf16 or check the checkpoint")
         images[start:start + len(batch)] = (quantize(x, quantization) if autoencoder is None
                                             else autoencoder.decode(x, quantization))  # (b, H, W, 3) uint8
+        if progress is not None:
+            progress.update(len(batch))
     return images, labels
 
 
@@ -250,15 +255,17 @@ def sample_shards(network_path: str | os.PathLike, out_dir: str | os.PathLike, n
     autoencoder = load_recorded_autoencoder(plan.latent, device) if plan.latent else None
     network = {"path": str(plan.network_path), "sha256": settings["network_sha256"], "weights": "ema",
                "config": metadata.get("config"), "summary": network_summary(model, metadata, sampler, plan.resolution, autoencoder)}
+    progress = Progress(sum(last - first + 1 for first, last in pending), f"sample {sampler.key}")
     for first, last in pending:
         path = shard_file(out_dir, first, last)
         log.info("sampling %s", path.name)
         images, labels = generate(model, range(first, last + 1), sampler, seed, plan.num_classes, plan.resolution,
-                                  batch_size, device, autocast_bf16, quantization, autoencoder)
+                                  batch_size, device, autocast_bf16, quantization, autoencoder, progress)
         save_npz_atomic(path, arr_0=images, arr_1=labels)
         write_sidecar(out_dir, first, last, settings, [path], count=last - first + 1,
                       sampler_config=dataclasses.asdict(sampler), network=network, device=str(device),
                       torch=torch.__version__)
+    progress.close()
     merged = merge_shards(out_dir, n=n, png=png) if merge else None
     return {"written": [shard_file(out_dir, a, b).name for a, b in pending],
             "skipped": [shard_file(out_dir, a, b).name for a, b in mine if (a, b) not in pending],

@@ -42,6 +42,7 @@ from pixeldit.data.captions import CAPTION_SETS, class_captions
 from pixeldit.infra.devices import resolve_device
 from pixeldit.infra.files import atomic_path, check_disk_space, save_npz_atomic, sha256_file, write_json_atomic
 from pixeldit.infra.images import QUANTIZATIONS, quantize
+from pixeldit.infra.progress import Progress
 from pixeldit.infra.runs import resolve_network
 from pixeldit.infra.shards import (
     merge_npz,
@@ -262,6 +263,7 @@ def generate_prompt_set(network: str | os.PathLike, out_dir: str | os.PathLike, 
     if prompts.layout == "geneval":
         write_prompt_folders(out_dir, [item.metadata for item in prompts.items])   # metadata.jsonl per prompt
 
+    progress = Progress(sum(last - first + 1 for first, last in pending) * samples_per_prompt, f"t2i {prompts.name}")
     for first, last in pending:
         log.info("generating prompts %d..%d of %s", first, last, prompts.name)
         condition = generator.encode([prompts.items[p].prompt for p in range(first, last + 1)])   # once per shard
@@ -272,9 +274,11 @@ def generate_prompt_set(network: str | os.PathLike, out_dir: str | os.PathLike, 
             noise = sample_noise(seed, [f"{p}/{j}" for p, j in batch], (3, resolution, resolution))  # (b, 3, H, W)
             rows = condition.select([p - first for p, _ in batch])
             images[start:start + len(batch)] = generator.images(sampler, rows, noise, quantization)
+            progress.update(len(batch))
         written = write_shard_images(prompts, out_dir, first, last, images, samples_per_prompt)
         write_sidecar(out_dir, first, last, settings, written, sampler_config=dataclasses.asdict(sampler),
                       network=str(plan.path), device=str(device), torch=torch.__version__)
+    progress.close()
     return result
 
 

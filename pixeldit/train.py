@@ -31,7 +31,6 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -39,7 +38,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from pixeldit import flow
 from pixeldit.data import ImageBatches, open_dataset, to_model_range
@@ -47,6 +45,7 @@ from pixeldit.data.captions import cached_caption_embeddings
 from pixeldit.data.latent_cache import open_latent_cache
 from pixeldit.infra.devices import peak_memory_mib, setup_distributed
 from pixeldit.infra.files import atomic_torch_save
+from pixeldit.infra.progress import Progress
 from pixeldit.infra.runs import latest_state, snapshot_path
 from pixeldit.models import build_network, family_of, models_in, save_network
 from pixeldit.models.autoencoder import load_autoencoder
@@ -236,7 +235,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
         f"global batch {config.batch_size}, budget {config.total_kimg} kimg, device {device}")
 
     # ---------------------------------------------------------------- loop
-    bar = _Progress(config, nimg, log, enabled=progress and is_main)
+    bar = Progress(config.total_kimg * 1000, "train", initial=nimg, scale=1000, scaled_unit="kimg", write=log,
+                   lines=True, enabled=progress and is_main)
     window = _LogWindow()
     next_state = (nimg // (config.state_kimg * 1000) + 1) * config.state_kimg * 1000
     next_snapshot = (nimg // (config.snapshot_kimg * 1000) + 1) * config.snapshot_kimg * 1000
@@ -264,7 +264,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
             loss_mean = losses[0] if loss_mean is None else 0.99 * loss_mean + 0.01 * losses[0]
         nimg += config.batch_size
         step += 1
-        bar.update(nimg, config.batch_size, loss_mean if loss_mean is not None else losses[0])
+        bar.update(config.batch_size, loss=loss_mean if loss_mean is not None else losses[0])
         window.add(*losses, grad_norm, spike)
 
         # ------------------------------------------------------------ logging, states, snapshots
@@ -272,7 +272,6 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
         if step % config.log_every == 0 or done:
             record = window.flush(nimg, step, lr, clip, config.batch_size, peak_memory_mib(device))
             log.stats(record)
-            bar.set_loss(record["loss"])
         if nimg >= next_snapshot or done:
             if is_main:
                 _save_snapshot(config, run_dir, config.total_kimg if done else next_snapshot // 1000, nimg, net, ema,
@@ -584,40 +583,3 @@ class _Logger:
             with open(self.run_dir / "stats.jsonl", "a") as handle:
                 handle.write(json.dumps(record) + "\n")
 
-
-class _Progress:
-    """kimg / total, images/s, loss and ETA: a bar on a terminal, and one log line (stdout and log.txt) per tenth
-    of the budget, so a log under Snakemake tells a slow job from a stuck one."""
-
-    def __init__(self, config: TrainConfig, nimg: int, log: _Logger, enabled: bool):
-        self.total_kimg, self.total, self.log = config.total_kimg, config.total_kimg * 1000, log
-        self.start_nimg, self.start = nimg, time.time()
-        self.next_tenth = nimg * 10 // self.total + 1
-        self.bar = tqdm(total=config.total_kimg, initial=nimg / 1000, unit="kimg",
-                        disable=not (enabled and sys.stderr.isatty()),
-                        bar_format="{l_bar}{bar}| {n:.2f}/{total} kimg [{elapsed}<{remaining}{postfix}]")
-
-    def update(self, nimg: int, images: int, loss: float) -> None:
-        self.bar.update(images / 1000)
-        if nimg * 10 < self.next_tenth * self.total:
-            return
-        self.next_tenth = nimg * 10 // self.total + 1
-        elapsed = time.time() - self.start
-        rate = (nimg - self.start_nimg) / elapsed if elapsed > 0 else float("inf")
-        eta = (self.total - nimg) / rate if rate > 0 else float("inf")
-        self.log(f"progress {nimg / 1000:.2f}/{self.total_kimg:g} kimg ({100 * nimg / self.total:.0f}%), "
-                 f"{rate:.1f} img/s, loss {loss:.4f}, ETA {_duration(eta)}")
-
-    def set_loss(self, loss: float) -> None:
-        self.bar.set_postfix(loss=f"{loss:.4f}")
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def _duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "unknown"
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"

@@ -125,7 +125,7 @@ def test_training_reduces_the_loss_and_writes_the_run_directory(tiny_dataset, tm
 def test_training_reports_progress_each_tenth_of_its_budget(tiny_dataset, tmp_path, capsys):
     """One line per 10% (stdout and log.txt, as a Snakemake log sees it): kimg / total, images/s, loss, ETA."""
     train(tiny_config(tiny_dataset, total_kimg=2), tmp_path / "run")
-    pattern = re.compile(r"progress (\d+\.\d\d)/2 kimg \((\d+)%\), [\d.]+ img/s, loss \d+\.\d{4}, ETA \d+m\d\ds")
+    pattern = re.compile(r"train: ([\d.]+)/2 kimg \((\d+)%\), [\d.]+ img/s, loss \d+\.\d{4}, ETA \d+m\d\ds")
     printed = [match for line in capsys.readouterr().out.splitlines() if (match := pattern.search(line))]
     assert [int(match.group(2)) for match in printed] == list(range(10, 101, 10)), printed
     assert [float(match.group(1)) for match in printed][-1] == 2.0

@@ -35,6 +35,7 @@ from evaluators.imagenet.errors import InputError
 from evaluators.imagenet.inception import InceptionFeatures, InceptionWeights
 from evaluators.imagenet.sources import HashMemo, ImageSource
 from pixeldit.infra.files import write_json_atomic
+from pixeldit.infra.progress import Progress
 
 FORMAT = "pixeldit-bench/imagenet-features/v2"   # v2: channels-last extraction on CPU
 DIMS = {"pool3": 2048, "spatial": 2023, "logits": 1008}
@@ -181,11 +182,7 @@ def extract(source: ImageSource, weights: InceptionWeights, get_extractor: Calla
         extractor = get_extractor()
         start_time = time.perf_counter()
         filled = 0
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=count, unit="img", desc=f"Inception features ({label})", leave=False)
+        bar = Progress(count, f"Inception features ({label})", enabled=progress)
         for batch in _prefetch(source.batches(batch_size)):
             if batch.shape[1:3] != tuple(source.resolution) or filled + len(batch) > count:
                 raise InputError(f"{source.describe()} changed while it was read (batch {batch.shape} at image "
@@ -194,10 +191,8 @@ def extract(source: ImageSource, weights: InceptionWeights, get_extractor: Calla
             for name in names:
                 arrays[name][filled:filled + len(batch)] = out[name]
             filled += len(batch)
-            if bar is not None:
-                bar.update(len(batch))
-        if bar is not None:
-            bar.close()
+            bar.update(len(batch))
+        bar.close()
         if filled != count:
             raise InputError(f"{source.describe()} gave {filled} images, expected {count}; is it being written?")
         seconds = time.perf_counter() - start_time

@@ -17,6 +17,7 @@ from evaluators.dpg.questions import QuestionCSVError, load_questions
 from evaluators.dpg.vqa import BACKENDS, VQABackendUnavailable
 from evaluators.registry import evaluate, load_task
 from pixeldit.cli.console import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_MISSING_FILE, fail
+from pixeldit.infra.progress import Progress
 from pixeldit.infra.weights import ChecksumError, MissingWeightsError
 
 dpg_app = typer.Typer(help="DPG-Bench helpers: check an image folder, summarise a question CSV.",
@@ -81,7 +82,7 @@ def eval_dpg(
                    f"{vqa}, mode {mode}: up to {calls} VQA answers; result -> {out}")
         return
     try:
-        with typer.progressbar(length=len(layout.found), label="DPG VQA") as bar:
+        with Progress(len(layout.found), "DPG VQA", unit="item") as bar:
             record = evaluate("dpg", [images_dir], out, vqa=vqa, vqa_model=vqa_model, mode=mode,
                               questions=graph.path, tile_size=layout.tile_size, allow_missing=allow_missing,
                               cache_path=cache, device=device, batch_size=batch_size,

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import track
 from typer.core import TyperGroup
 
 import evaluators.geneval as geneval
@@ -23,6 +22,7 @@ from evaluators.geneval.summary import format_summary, read_results, summarize
 from evaluators.registry import evaluate
 from pixeldit.cli.console import EXIT_CHECK_FAILED, EXIT_MISSING_FILE, exits_on, fail
 from pixeldit.infra.devices import resolve_device
+from pixeldit.infra.progress import track
 from pixeldit.infra.weights import MissingWeightsError
 
 
@@ -75,7 +75,7 @@ def score(
             typer.echo("weights: present")
             return
         record = evaluate("geneval", [images_dir, out], result_file or out / "geneval.json", detector=detector,
-                          device=_resolve_device(device), progress=lambda items: track(items, description="GenEval"))
+                          device=_resolve_device(device), progress=lambda items: track(items, "GenEval"))
     typer.echo(format_summary(summarize(read_results(out / "results.jsonl"))))
     typer.echo(f"wrote {result_file or out / 'geneval.json'} (overall {record['values']['overall']:.5f})")
 

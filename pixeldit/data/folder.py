@@ -19,10 +19,10 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from pixeldit.infra.datasets import DEFAULT_SHARD_BYTES, DatasetError, DatasetWriter, prepare_command
 from pixeldit.infra.images import center_crop_arr
+from pixeldit.infra.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +137,8 @@ def prepare_folder(src: str | os.PathLike, out: str | os.PathLike, resolution: i
     with DatasetWriter(out, resolution, overwrite=overwrite, shard_bytes=shard_bytes) as writer, \
             _ordered_map(workers) as ordered_map:
         decoded = ordered_map(decode, listing.files)
-        for file, pixels in tqdm(zip(listing.files, decoded), total=len(listing.files), desc=f"prepare {src.name}",
-                                 unit="img", disable=not progress):
+        for file, pixels in track(zip(listing.files, decoded), f"prepare {src.name}", total=len(listing.files),
+                                  enabled=progress):
             if isinstance(pixels, str):
                 log.warning("skipping unreadable image %s: %s", file.path, pixels)
                 skipped.append({"path": file.path, "reason": pixels})
