@@ -47,6 +47,20 @@ def test_fid_statistics_and_distance_match_torch_fidelity():
     assert abs(ours - theirs) <= 1e-6 * abs(theirs)
 
 
+@pytest.mark.parametrize("count_a, count_b", [(60, 90), (90, 90), (2000, 3000)])
+def test_the_eigh_route_agrees_with_sqrtm(count_a, count_b):
+    """Within 1e-6 relative, also for rank-deficient covariances (fewer images than the 256 dimensions, as the
+    embedded digits' 200 samples give for 2048-d pool3)."""
+    a, b = _features(10, count=count_a, dim=256), _features(11, count=count_b, dim=256, shift=0.3, scale=1.2)
+    stats_a, stats_b = fid_statistics(a), fid_statistics(b)
+    sqrtm, eigh = (frechet_distance(*stats_a, *stats_b, route=route) for route in ("sqrtm", "eigh"))
+    assert sqrtm > 1.0 and abs(eigh - sqrtm) <= 1e-6 * sqrtm, (sqrtm, eigh)
+    # a set against itself: 0 up to the rounding floor of the null space (sqrt(eps * |sigma|) per null direction)
+    assert abs(frechet_distance(*stats_a, *stats_a, route="eigh")) < 1e-6 * np.trace(stats_a[1])
+    with pytest.raises(ImageNetEvalError, match="unknown Fréchet route 'svd'"):
+        frechet_distance(*stats_a, *stats_b, route="svd")
+
+
 def test_fid_rejects_statistics_of_different_sizes():
     mu, sigma = fid_statistics(_features(3, dim=8))
     with pytest.raises(ImageNetEvalError, match="different sizes"):

@@ -26,6 +26,8 @@ from evaluators.imagenet.errors import ImageNetEvalError
 from evaluators.imagenet.features import Cache, LazyExtractor, default_batch_size, extract, feature_key
 from evaluators.imagenet.inception import EXTRACTOR_NAME, UNAVAILABLE_IS, InceptionWeights, resolve_weights
 from evaluators.imagenet.metrics import (
+    DEFAULT_FRECHET_ROUTE,
+    FRECHET_ROUTES,
     KID_SEED,
     KID_SUBSETS,
     PR_BLOCK,
@@ -62,6 +64,7 @@ class Plan:
     batch_size: int
     cache: Cache
     unavailable: dict[str, str] = field(default_factory=dict)
+    frechet: str = DEFAULT_FRECHET_ROUTE
 
     @property
     def computed(self) -> tuple[str, ...]:
@@ -73,7 +76,7 @@ class Plan:
                "samples": {"source": self.samples.describe(), "count": len(self.samples),
                            "resolution": list(self.samples.resolution)},
                "reference": reference_summary(self.reference), "weights": self.weights.card(),
-               "device": str(self.device), "batch_size": self.batch_size,
+               "device": str(self.device), "batch_size": self.batch_size, "frechet": self.frechet,
                "cache_root": str(self.cache.root) if self.cache.root else None}
         if self.backend == "adm" and self.cache.root:
             sets = {"samples": self.samples, "reference": self.reference.images}
@@ -96,10 +99,13 @@ def _normalise_metrics(metrics) -> tuple[str, ...]:
 
 
 def plan_imagenet(samples, reference, *, backend: str = "adm", metrics=None, batch_size: int | None = None,
-                  device=None, cache_dir=None, weights: str = "auto", expected_samples: int | None = None) -> Plan:
+                  device=None, cache_dir=None, weights: str = "auto", expected_samples: int | None = None,
+                  frechet: str = DEFAULT_FRECHET_ROUTE) -> Plan:
     """Open and validate inputs, resolve weights and check the protocol; computes no features."""
     if backend not in BACKENDS:
         raise ImageNetEvalError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if frechet not in FRECHET_ROUTES:
+        raise ImageNetEvalError(f"unknown Fréchet route {frechet!r}; choose from {', '.join(FRECHET_ROUTES)}")
     metrics = _normalise_metrics(metrics)
     cache = Cache(cache_dir)
     sample_set = open_images(samples, name="samples")
@@ -125,7 +131,7 @@ def plan_imagenet(samples, reference, *, backend: str = "adm", metrics=None, bat
         unavailable.update(backend_unavailable(backend))
     unavailable = {metric: reason for metric, reason in unavailable.items() if metric in metrics}
     return Plan(sample_set, ref, chosen, backend, metrics, device, batch_size or default_batch_size(device), cache,
-                unavailable)
+                unavailable, frechet)
 
 
 def _code_digest() -> str:
@@ -147,7 +153,9 @@ def _protocol(plan: Plan) -> dict:
                       "logits": "pool3 @ fc.weight.T, no bias (IS)", "tf32": False},
         "reference": reference_summary(plan.reference),
         "samples": {"count": count, "resolution": list(plan.samples.resolution)},
-        "fid": {"sqrtm": "scipy.linalg.sqrtm", "eps": 1e-6, "imaginary_atol": 1e-3,
+        "fid": {"route": plan.frechet, "trace_sqrt": FRECHET_ROUTES[plan.frechet],
+                **({"sqrtm": "scipy.linalg.sqrtm", "eps": 1e-6, "imaginary_atol": 1e-3} if plan.frechet == "sqrtm"
+                   else {}),
                 "reference_statistics": "file" if "mu" in plan.reference.stat_keys else "reference images"},
         "is": {**(is_splits(count) if count >= 10 else {}), "order": "file order, no shuffling",
                "softmax": "float32", "reported": "mean of the split scores"},
@@ -173,7 +181,7 @@ def _run_adm(plan: Plan, progress: bool) -> tuple[dict, dict]:
     ref_key = feature_key(ref.images.content_hash(memo), weights) if need_ref else None
     memo_key = hashlib.sha256(json.dumps({
         "code": _code_digest(), "samples": sample_key, "reference": [ref.sha256, ref_key, list(ref.stat_keys)],
-        "metrics": sorted(want)}, sort_keys=True).encode()).hexdigest()
+        "metrics": sorted(want), "frechet": plan.frechet}, sort_keys=True).encode()).hexdigest()
     cached = plan.cache.read_metrics(memo_key)
     if cached is not None:         # same samples, reference, metrics and code: the stored values
         extra = {**cached["extra"], "cache": {"samples_features": "not read", "reference_features": "not read",
@@ -198,7 +206,7 @@ def _run_adm(plan: Plan, progress: bool) -> tuple[dict, dict]:
             clock = time.perf_counter()
             mu1, sigma1 = fid_statistics(getattr(smp, layer))
             mu2, sigma2 = ref.load_stats(stat) or fid_statistics(getattr(ref_feats, layer))
-            values[metric] = frechet_distance(mu1, sigma1, mu2, sigma2)
+            values[metric] = frechet_distance(mu1, sigma1, mu2, sigma2, route=plan.frechet)
             timings[metric] = time.perf_counter() - clock
     if "is" in want:
         clock = time.perf_counter()
@@ -254,7 +262,7 @@ def sampler_and_model(samples) -> tuple[dict, dict]:
 def evaluate_imagenet(samples, reference, *, backend: str = "adm", metrics=None, batch_size: int | None = None,
                       device=None, cache_dir=None, weights: str = "auto", expected_samples: int | None = None,
                       progress: bool = False, run: dict | None = None, model: dict | None = None,
-                      sampler: dict | None = None) -> dict:
+                      sampler: dict | None = None, frechet: str = DEFAULT_FRECHET_ROUTE) -> dict:
     """Score `samples` against `reference`; returns a result record (`pixeldit.infra.results.make_result`).
 
     samples: ADM `.npz` (`arr_0` uint8 NHWC), `.npy`, a folder of PNG/JPEG, a prepared dataset or a uint8
@@ -267,7 +275,7 @@ def evaluate_imagenet(samples, reference, *, backend: str = "adm", metrics=None,
     """
     started = time.perf_counter()
     plan = plan_imagenet(samples, reference, backend=backend, metrics=metrics, batch_size=batch_size, device=device,
-                         cache_dir=cache_dir, weights=weights, expected_samples=expected_samples)
+                         cache_dir=cache_dir, weights=weights, expected_samples=expected_samples, frechet=frechet)
     if plan.backend == "adm":
         values, extra = _run_adm(plan, progress)
         unavailable, protocol = {}, _protocol(plan)

@@ -4,7 +4,8 @@ Written from the behaviour of `openai/guided-diffusion: evaluations/evaluator.py
 
 * statistics: `mu = mean(axis=0)` (in the features' float32, as ADM), `sigma = np.cov(rowvar=False)` (float64);
 * Fréchet distance: `scipy.linalg.sqrtm(sigma1 @ sigma2)`; non-finite -> add 1e-6·I to both and retry;
-  complex with a diagonal imaginary part above 1e-3 -> error, else the real part;
+  complex with a diagonal imaginary part above 1e-3 -> error, else the real part (route "sqrtm"). Route
+  "eigh" gives the same trace from two symmetric eigendecompositions in float64 (see `trace_sqrt_product`);
 * IS: float32 softmax of pool3 @ W (no bias), in-order splits, mean of the per-split scores;
 * precision/recall: k = 3, squared distances to the 4th smallest distance in the row (self included),
   10,000×10,000 blocks, each block's distances in float16 first and recomputed in float32 only when
@@ -49,15 +50,37 @@ def _sqrtm(matrix: np.ndarray) -> np.ndarray:
     return root[0] if isinstance(root, tuple) else root
 
 
+DEFAULT_FRECHET_ROUTE = "sqrtm"
+FRECHET_ROUTES = {
+    "sqrtm": "scipy.linalg.sqrtm(sigma1 @ sigma2), ADM's eps retry and imaginary check (ADM's route)",
+    "eigh": "tr sqrt(S1^1/2 S2 S1^1/2) from numpy.linalg.eigh / eigvalsh in float64, eigenvalues clipped at 0",
+}
+
+
+def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
+    """tr sqrt(sigma1 @ sigma2) for covariances (symmetric PSD): the eigenvalues of sigma1 sigma2 are those of
+    the symmetric S1^1/2 sigma2 S1^1/2, so two eigendecompositions replace the Schur-based sqrtm; eigenvalues
+    that rounding makes slightly negative (rank-deficient covariances: fewer images than dimensions) are 0."""
+    eigenvalues, eigenvectors = np.linalg.eigh(np.asarray(sigma1, dtype=np.float64))
+    root = (eigenvectors * np.sqrt(np.clip(eigenvalues, 0, None))) @ eigenvectors.T          # (d, d) S1^1/2
+    product = root @ np.asarray(sigma2, dtype=np.float64) @ root                           # (d, d) symmetric
+    return float(np.sqrt(np.clip(np.linalg.eigvalsh((product + product.T) / 2), 0, None)).sum())
+
+
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
-                     eps: float = 1e-6) -> float:
-    """ADM's `FIDStatistics.frechet_distance` (TTUR's formula with sqrtm and its eps / imaginary rules)."""
+                     eps: float = 1e-6, route: str = DEFAULT_FRECHET_ROUTE) -> float:
+    """ADM's `FIDStatistics.frechet_distance` (TTUR's formula); `route` picks how tr sqrt(sigma1 sigma2) is
+    computed (`FRECHET_ROUTES`): ADM's sqrtm with its eps / imaginary rules, or the symmetric eigh route."""
+    if route not in FRECHET_ROUTES:
+        raise ImageNetEvalError(f"unknown Fréchet route {route!r}; choose from {', '.join(FRECHET_ROUTES)}")
     mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
     sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise ImageNetEvalError(f"statistics of different sizes: mu {mu1.shape} vs {mu2.shape}, "
                                 f"sigma {sigma1.shape} vs {sigma2.shape}")
     diff = mu1 - mu2
+    if route == "eigh":
+        return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt_product(sigma1, sigma2))
     covmean = _sqrtm(sigma1.dot(sigma2))
     if not np.isfinite(covmean).all():
         warnings.warn(f"fid calculation produces singular product; adding {eps} to diagonal of cov estimates")
