@@ -180,11 +180,13 @@ def check_mmcv_ops(device: str | torch.device) -> None:
     device = torch.device(device)
     try:
         importlib.import_module("mmcv._ext")
+        importlib.import_module("mmdet")
     except ImportError as error:
         raise CompiledOpsError(
-            f"mmcv's compiled operators do not load ({error}). mmdet's Mask2Former needs full mmcv, not mmcv-lite: "
-            f"`pip install 'setuptools<81' && MAX_JOBS=2 pip install --no-build-isolation --no-cache-dir mmcv==2.1.0` "
-            f"(a source build, ~6 min on 2 cores), or use `--detector transformers`.") from None
+            f"the mmdet detector's stack does not load ({error}). mmdet's Mask2Former needs mmdet and full mmcv "
+            f"(not mmcv-lite), compiled from source: `PIXELDIT_STACKS=geneval bash .ci/bootstrap.sh true` builds "
+            f"it into .venv (~6 min on 2 cores; the test command builds it too), or use `--detector "
+            f"transformers`.") from None
     compiled = _compiled_msda(device)
     if compiled is None:
         return
