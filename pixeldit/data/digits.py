@@ -11,13 +11,12 @@ scikit-learn's order.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import os
 from pathlib import Path
 
 import numpy as np
-import sklearn
 from PIL import Image
-from sklearn.datasets import load_digits
 
 from pixeldit.infra.datasets import DEFAULT_SHARD_BYTES, DatasetWriter, prepare_command
 
@@ -31,6 +30,8 @@ PREPROCESSING = ("8x8 grey 0..16 scaled to 0..255 (round(v*255/16)), PIL BICUBIC
 
 def digits32_images() -> tuple[np.ndarray, np.ndarray]:
     """All 1,797 digits as (1797, 32, 32, 3) uint8 RGB and their labels (1797,) int64, in scikit-learn order."""
+    from sklearn.datasets import load_digits  # lazy: scikit-learn takes ~1 s to import, every CLI call would pay it
+
     digits = load_digits()
     grey = np.round(digits.images * (255 / 16)).astype(np.uint8)              # (1797, 8, 8), 0..255
     size = (DIGITS32_RESOLUTION, DIGITS32_RESOLUTION)
@@ -60,7 +61,7 @@ def prepare_digits32(out: str | os.PathLike, *, overwrite: bool = False,
             writer.add(images[index], labels[index])
         fields = {"name": "digits32", "num_classes": 10, "class_names": [str(digit) for digit in range(10)],
                   "source": {"kind": "scikit-learn load_digits (UCI optical recognition of handwritten digits)",
-                             "scikit_learn": sklearn.__version__, "count": len(labels)},
+                             "scikit_learn": importlib.metadata.version("scikit-learn"), "count": len(labels)},
                   "preprocessing": PREPROCESSING,
                   "prepare_command": prepare_command("digits32", writer.out, DIGITS32_RESOLUTION)}
         return writer.finish(fields, splits={"train": (0, len(train)),

@@ -6,6 +6,7 @@ axes whatever the grid size.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
@@ -77,14 +78,24 @@ def sincos_2d_position_embedding(dim: int, height: int, width: int) -> torch.Ten
     return torch.from_numpy(np.concatenate([encode(cols), encode(rows)], axis=1))
 
 
-@torch.compiler.disable  # numpy under a device context: built eagerly, also inside a compiled forward
 def position_table(builder: Callable[..., torch.Tensor], *args: int, device: torch.device) -> torch.Tensor:
     """A position table (RoPE rotation, sin-cos embedding) made by `builder(*args)` and moved to `device`.
 
     Built on the CPU even when the model lives on "meta" (FLOP counting); the models cache the result.
     """
+    return _eager_position_table()(builder, *args, device=device)
+
+
+def _cpu_position_table(builder: Callable[..., torch.Tensor], *args: int, device: torch.device) -> torch.Tensor:
     with torch.device("cpu"):
         return builder(*args).to(device)
+
+
+@functools.cache
+def _eager_position_table() -> Callable[..., torch.Tensor]:
+    """numpy under a device context must run eagerly, also inside a compiled forward: torch.compiler.disable,
+    applied on first use because it imports torch._dynamo (~1.3 s of every command's start-up otherwise)."""
+    return torch.compiler.disable(_cpu_position_table)
 
 
 def rope_2d_angles(head_dim: int, height: int, width: int, theta: float = 10000.0, span: float = 16.0) -> torch.Tensor:
