@@ -2,7 +2,7 @@
 
 A preset is a dict of `TrainConfig` fields; `pixeldit-bench train PRESET --set key=value` overrides any.
 ImageNet values come from upstream c2i/configs/pix256_xl.yaml / pix512_xl.yaml and the paper
-(reference/pixeldit-paper.md §2.1). The lr 1e-4 -> 1e-5 and clip 1.0 -> 0.5 drop happens "late in
+(arXiv 2511.20645, training details). The lr 1e-4 -> 1e-5 and clip 1.0 -> 0.5 drop happens "late in
 training" at an unpublished step: the presets place it at 90% of the 256² budget and say so.
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Read top to bottom: config -> setup (distributed, run dir, data, model, EMA, optimiser, resume) -> loop ->
 snapshots. Budgets are in kimg (thousands of training images), so schedules do not depend on the GPU count.
 
-Run directory (DESIGN.md §2):
+Run directory (README, "Results layout"):
     config.json                      the resolved TrainConfig (a rerun with different values is refused)
     log.txt, stats.jsonl             human log; one JSON line per log interval (kimg, loss, grad norm, lr, ...)
     training-state-<kimg>.pt         model, EMA, optimiser, data position, RNG: what resume needs

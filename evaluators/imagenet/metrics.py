@@ -1,6 +1,6 @@
 """FID, sFID, IS, improved precision/recall and KID from features, with ADM's exact semantics.
 
-Written from the behaviour of `openai/guided-diffusion: evaluations/evaluator.py` (evaluators.md §1):
+Written from the behaviour of `openai/guided-diffusion: evaluations/evaluator.py`:
 
 * statistics: `mu = mean(axis=0)` (in the features' float32, as ADM), `sigma = np.cov(rowvar=False)` (float64);
 * Fréchet distance: `scipy.linalg.sqrtm(sigma1 @ sigma2)`; non-finite -> add 1e-6·I to both and retry;

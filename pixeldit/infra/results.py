@@ -1,6 +1,6 @@
 """One result format for every evaluator: values plus the protocol card needed to reproduce them.
 
-A result JSON (DESIGN.md §4) holds::
+A result JSON holds::
 
     {"schema": "pixeldit-bench/result/v1",
      "evaluator": {"name": "imagenet", "version": "1", "backend": "adm"},

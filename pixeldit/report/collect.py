@@ -1,6 +1,6 @@
 """Read every result JSON under a results directory into one pandas DataFrame (one row per file).
 
-Files live at `metrics/<run>/<kimg>/<sampler>/<evaluator>.json` (DESIGN.md §2). Run name and kimg
+Files live at `metrics/<run>/<kimg>/<sampler>/<evaluator>.json` (README, "Results layout"). Run name and kimg
 come from the record's `run` section first and that path second, so a result written elsewhere by
 `pixeldit-bench eval` still reads; the sampler key comes from the path first (its folder name
 encodes every sampling knob), then `sampler.name`. Fields the report uses, when present:
@@ -10,7 +10,7 @@ encodes every sampling knob), then `sampler.name`. Fields the report uses, when 
     sampler: name, steps, nfe, cfg_scale (or guidance_scale / cfg)
 
 Dataset and resolution fall back to `protocol` (`dataset`, `resolution`, `samples.resolution`) and
-to the reference file's name: `refs/<dataset>-<res>-<extractor>.npz` (DESIGN.md §2) or ADM's
+to the reference file's name: `refs/<dataset>-<res>-<extractor>.npz` (README, "Results layout") or ADM's
 `VIRTUAL_imagenet<res>…npz`.
 
 Every value becomes a column named after its key (`fid`, `is`, `overall`, ...); a metric that
