@@ -32,6 +32,13 @@ def test_no_lines_on_a_terminal_unless_asked_and_none_when_disabled():
     assert len(lines) == 10
 
 
+def test_an_overshooting_last_step_leaves_no_time():
+    lines: list[str] = []
+    with Progress(1000, "train", write=lines.append, terminal=False) as progress:
+        progress.update(1024)
+    assert lines[-1].startswith("train: 1024/1000 img (102%)") and lines[-1].endswith("ETA 0m00s"), lines
+
+
 def test_durations_read_as_hours_minutes_seconds():
     assert (duration(4), duration(245), duration(3723), duration(float("inf"))) == ("0m04s", "4m05s", "1h02m03s",
                                                                                    "unknown")

@@ -63,7 +63,7 @@ class Progress:
     def line(self, extras: dict[str, float] | None = None) -> str:
         elapsed = time.time() - self.start
         rate = (self.done - self.start_done) / elapsed if elapsed > 0 else math.inf
-        eta = (self.total - self.done) / rate if rate > 0 else math.inf
+        eta = max(self.total - self.done, 0) / rate if rate > 0 else math.inf   # a last batch may overshoot
         shown = "".join(f", {key} {value:.4f}" for key, value in (extras or {}).items())
         return (f"{self.label}: {self.done / self.scale:g}/{self.total / self.scale:g} {self.shown_unit} "
                 f"({100 * self.done / self.total:.0f}%), {rate:.1f} {self.unit}/s{shown}, ETA {duration(eta)}")
