@@ -184,9 +184,10 @@ def check_mmcv_ops(device: str | torch.device) -> None:
     except ImportError as error:
         raise CompiledOpsError(
             f"the mmdet detector's stack does not load ({error}). mmdet's Mask2Former needs mmdet and full mmcv "
-            f"(not mmcv-lite), compiled from source: `PIXELDIT_STACKS=geneval bash .ci/bootstrap.sh true` builds "
-            f"it into .venv (~6 min on 2 cores; the test command builds it too), or use `--detector "
-            f"transformers`.") from None
+            f"(not mmcv-lite), compiled from source (~6 min on 2 cores): `PIXELDIT_STACKS=geneval bash "
+            f".ci/bootstrap.sh true` builds it into .venv (the test command builds it too); by hand, `pip install "
+            f"'setuptools<81' && MAX_JOBS=2 pip install --no-build-isolation --no-cache-dir mmcv==2.1.0 mmdet==3.3.0`. "
+            f"Or use `--detector transformers`.") from None
     compiled = _compiled_msda(device)
     if compiled is None:
         return
