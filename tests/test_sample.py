@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -440,6 +443,29 @@ def test_cli_under_torchrun_fills_this_ranks_share_and_leaves_merging(cli, netwo
     assert "sample merge" in result.output and not (out / "samples.npz").exists()
     for name in ("shard-0000004-0000007.npz", "shard-0000012-0000015.npz"):
         assert (out / name).read_bytes() == (reference_dir / name).read_bytes()
+
+
+@pytest.mark.slow
+def test_two_torchrun_processes_sample_the_bytes_one_process_samples(network, reference_dir, tmp_path):
+    """Real torchrun, 2 processes on CPU: each rank fills its share of the shards, then one merge; every shard and
+    the merged arrays equal the single-process run's, byte for byte. The `--` is the workflow launcher's: without
+    it torchrun's parser refuses `--n` as an ambiguous abbreviation of its own options."""
+    out = tmp_path / "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    sample = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+              "-m", "pixeldit.cli", "--", "sample", str(network), "--out", str(out), "--n", str(N), "--sampler",
+              SAMPLER.key, "--seed", "7", "--batch-size", "4", "--shard-size", "4", "--no-merge"]
+    done = subprocess.run(sample, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    merge = subprocess.run([sys.executable, "-m", "pixeldit.cli", "sample", "merge", str(out)], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert merge.returncode == 0, merge.stdout[-2000:] + merge.stderr[-2000:]
+    shards = sorted(path.name for path in reference_dir.glob("shard-*.npz"))
+    assert sorted(path.name for path in out.glob("shard-*.npz")) == shards and len(shards) == 5
+    for name in shards:
+        assert (out / name).read_bytes() == (reference_dir / name).read_bytes(), name
+    for key, array in merged(reference_dir).items():
+        np.testing.assert_array_equal(merged(out)[key], array)
 
 
 def test_cli_presets_and_merge_dry_run(cli, reference_dir):

@@ -129,9 +129,10 @@ def report_outputs():
 
 
 def launcher(gpus):
-    """The CLI, under torchrun when a rule gets more than one GPU (one process per GPU)."""
+    """The CLI, under torchrun when a rule gets more than one GPU (one process per GPU). The `--` keeps torchrun's
+    parser off the CLI's options: it would read `sample --n` as an ambiguous abbreviation of its own `--nnodes`."""
     if int(gpus) > 1:
-        return f"torchrun --standalone --nproc_per_node {int(gpus)} -m pixeldit.cli"
+        return f"torchrun --standalone --nproc_per_node {int(gpus)} -m pixeldit.cli --"
     return "pixeldit-bench"
 
 
