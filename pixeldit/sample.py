@@ -211,6 +211,8 @@ def plan_sampling(network: str | os.PathLike, n: int, shard_size: int, shard_ids
     elif resolution % config.patch_size:
         raise ValueError(f"resolution {resolution} is not divisible by the patch size {config.patch_size} of "
                          f"{config.name or 'this model'}; use a multiple of {config.patch_size}")
+    if n < 1:
+        raise ValueError(f"n={n}: sample at least one image per class, e.g. n={config.num_classes}")
     if n % config.num_classes:
         raise ValueError(f"n={n} is not a multiple of the model's {config.num_classes} classes, so the labels cannot "
                          f"be class-balanced; use e.g. n={math.ceil(n / config.num_classes) * config.num_classes}")

@@ -97,6 +97,8 @@ class TrainConfig:
     text: dict | None = None              # {"encoder": "all-minilm-l6-v2", "captions": "digits"} for a T2I model
 
     def __post_init__(self):
+        if self.total_kimg < 1:   # 0 would exit 0 naming a snapshot it never wrote
+            raise ValueError(f"total_kimg={self.total_kimg}: the training budget must be at least 1 kimg")
         if self.prediction not in flow.PREDICTIONS:
             raise ValueError(f"prediction must be one of {flow.PREDICTIONS}, got {self.prediction!r}")
         if (self.ema_decay is None) == (self.ema_halflife_kimg is None):

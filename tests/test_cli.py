@@ -84,6 +84,9 @@ def test_ls_shows_how_far_each_run_trained_and_what_is_left(tmp_path):
 def test_bad_input_exits_with_code_1_and_a_message():
     result = runner.invoke(app, ["train", "digits32-s4", "--set", "no_such_field=1", "--dry-run"])
     assert result.exit_code == 1 and "unknown training setting" in result.output
+    for kimg in ("0", "-3"):   # once exited 0 naming a snapshot it never wrote
+        result = runner.invoke(app, ["train", "digits32-s4", "--kimg", kimg, "--dry-run"])
+        assert result.exit_code == 1 and "budget must be at least 1 kimg" in result.output, result.output
     result = runner.invoke(app, ["ls", "--results", "/nonexistent/results"])
     assert result.exit_code == 1 and "not a folder" in result.output
     result = runner.invoke(app, ["weights", "verify", "no-such-weight"])

@@ -424,6 +424,8 @@ def test_cli_dry_run_prints_the_plan_and_writes_nothing(cli, network, tmp_path):
     (["--sampler", "paper-1024"], "unknown sampler 'paper-1024'"),
     (["--resolution", "18"], "not divisible by the patch size"),
     (["--quantization", "nearest"], "unknown --quantization"),
+    (["--shards", "3-1"], "shard range '3-1' in '3-1' runs backwards; write it as '1-3'"),
+    (["--n", "-10"], "n=-10: sample at least one image per class, e.g. n=10"),
 ])
 def test_cli_reports_bad_input_clearly(cli, network, tmp_path, extra, message):
     result = CliRunner().invoke(cli, ["sample", str(network), "--out", str(tmp_path), "--n", "20", *extra])

@@ -57,6 +57,8 @@ def parse_shard_ids(text: str | None) -> list[int] | None:
         if match is None:
             raise ValueError(f"cannot read shard list {text!r}; write ids and ranges like '0,3,5-7'")
         first, last = int(match.group(1)), int(match.group(2) or match.group(1))
+        if last < first:   # '5-3' would select nothing and exit 0 having written nothing
+            raise ValueError(f"shard range {part.strip()!r} in {text!r} runs backwards; write it as '{last}-{first}'")
         ids.extend(range(first, last + 1))
     return sorted(set(ids))
 
