@@ -16,9 +16,9 @@ from evaluators.dpg.evaluate import CoverageError, layout_for, modes_for
 from evaluators.dpg.questions import QuestionCSVError, load_questions
 from evaluators.dpg.vqa import BACKENDS, VQABackendUnavailable
 from evaluators.registry import evaluate, load_task
-from pixeldit.cli.console import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_MISSING_FILE, fail
+from pixeldit.cli.console import EXIT_CHECK_FAILED, EXIT_MISSING_FILE, exits_on, fail
 from pixeldit.infra.progress import Progress
-from pixeldit.infra.weights import ChecksumError, MissingWeightsError
+from pixeldit.infra.weights import MissingWeightsError
 
 dpg_app = typer.Typer(help="DPG-Bench helpers: check an image folder, summarise a question CSV.",
                       no_args_is_help=True)
@@ -30,12 +30,8 @@ TileSizeOption = Annotated[Optional[int], typer.Option(
 
 
 def _questions_or_exit(questions: Path | None):
-    try:
+    with exits_on(QuestionCSVError):
         return load_questions(questions)
-    except (MissingWeightsError, ChecksumError) as error:
-        raise fail(str(error), EXIT_MISSING_FILE)
-    except QuestionCSVError as error:
-        raise fail(str(error), EXIT_BAD_INPUT)
 
 
 def eval_dpg(

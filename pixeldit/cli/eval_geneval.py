@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from typer.core import TyperGroup
 
 import evaluators.geneval as geneval
 from evaluators.geneval import prompts
@@ -20,22 +19,12 @@ from evaluators.geneval.detectors import CompiledOpsError, check_mmcv_ops
 from evaluators.geneval.evaluate import ProtocolMismatchError
 from evaluators.geneval.summary import format_summary, read_results, summarize
 from evaluators.registry import evaluate
-from pixeldit.cli.console import EXIT_CHECK_FAILED, EXIT_MISSING_FILE, exits_on, fail
+from pixeldit.cli.console import EXIT_CHECK_FAILED, EXIT_MISSING_FILE, default_command_group, exits_on, fail
 from pixeldit.infra.devices import resolve_device
 from pixeldit.infra.progress import track
 from pixeldit.infra.weights import MissingWeightsError
 
-
-class _DefaultToScore(TyperGroup):
-    """`geneval IMAGES_DIR ...` means `geneval score IMAGES_DIR ...`; named commands work as usual."""
-
-    def parse_args(self, ctx, args):
-        if args and args[0] not in self.commands and not args[0].startswith("-"):
-            args = ["score", *args]
-        return super().parse_args(ctx, args)
-
-
-geneval_app = typer.Typer(cls=_DefaultToScore, no_args_is_help=True, rich_markup_mode="rich", add_completion=False,
+geneval_app = typer.Typer(cls=default_command_group("score"), no_args_is_help=True, rich_markup_mode="rich", add_completion=False,
                           help="GenEval: score a folder of text-to-image samples (Mask2Former + CLIP colours). "
                                "`geneval IMAGES_DIR …` is short for `geneval score IMAGES_DIR …`.")
 
@@ -62,7 +51,6 @@ def score(
       pixeldit-bench eval geneval samples/t2i/geneval --detector transformers --out metrics/t2i/geneval.json
       pixeldit-bench eval geneval samples/t2i/geneval --dry-run
     """
-
     result_file = out if out is not None and out.suffix == ".json" else None
     out = result_file.with_suffix("") if result_file else out or images_dir.with_name(images_dir.name + "-geneval")
     with exits_on(CompiledOpsError, ProtocolMismatchError, FileNotFoundError, ValueError):
