@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pixeldit.infra.progress import duration
 from pixeldit.infra.runs import latest_state
 
 
@@ -15,12 +16,6 @@ def _last_stats(run_dir: Path) -> dict:
         return json.loads(lines[-1]) if lines else {}
     except json.JSONDecodeError:    # a line cut by a kill; the run rewrites it on resume
         return {}
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def list_runs(results: Path) -> list[dict]:
@@ -42,8 +37,8 @@ def list_runs(results: Path) -> list[dict]:
         else:
             progress = f"{trained:.1f}/{total} kimg ({100 * trained / total:.0f}%)" if total else f"{trained:g}/0 kimg"
             rate = stats.get("images_per_second")
-            remaining = max(total - (state_kimg if not done else total), 0)   # a rerun continues from the state
-            left = ("-" if done else f"{remaining:g} kimg" + (f" (~{_duration(remaining * 1000 / rate)} at "
+            remaining = max(total - state_kimg, 0)   # a rerun continues from the state
+            left = ("-" if done else f"{remaining:g} kimg" + (f" (~{duration(remaining * 1000 / rate)} at "
                                                               f"{rate:.0f} img/s)" if rate else ""))
         rows.append({"run": run_dir.name, "model": config.get("model", "?"), "ablation": config.get("ablation"),
                      "progress": progress, "left": left, "status": status,
