@@ -41,26 +41,30 @@ def fit_classifier(images: np.ndarray, labels: np.ndarray):
     return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000)).fit(to_8x8(images), labels)
 
 
-def plan_prompt_following(samples: str | os.PathLike, dataset: str | os.PathLike) -> dict:
-    """Check the inputs without scoring (what `eval digits --dry-run` prints): the samples carry the class each
-    prompt asked for, and the dataset has the train and reference splits."""
+def _open_inputs(samples: Path, dataset: str | os.PathLike):
+    """(images, wanted classes, train split, reference split), refusing samples without the class each prompt
+    asked for."""
     with np.load(samples) as data:
         if "arr_1" not in data:
             raise ValueError(f"{samples} has no arr_1 (the class each prompt asked for); generate it with "
                              f"`pixeldit-bench t2i generate ... --prompts digits`")
-        count = len(data["arr_1"])
-    train, reference = open_dataset(dataset, split="train"), open_dataset(dataset, split="reference")
-    return {"samples": str(samples), "count": count, "train_images": len(train), "reference_images": len(reference)}
+        images, wanted = data["arr_0"], data["arr_1"]
+    return images, wanted, open_dataset(dataset, split="train"), open_dataset(dataset, split="reference")
+
+
+def plan_prompt_following(samples: str | os.PathLike, dataset: str | os.PathLike) -> dict:
+    """Check the inputs without scoring (what `eval digits --dry-run` prints): the samples carry the class each
+    prompt asked for, and the dataset has the train and reference splits."""
+    _, wanted, train, reference = _open_inputs(Path(samples), dataset)
+    return {"samples": str(samples), "count": len(wanted), "train_images": len(train),
+            "reference_images": len(reference)}
 
 
 @register_evaluator("digits")
 def evaluate_prompt_following(samples: str | os.PathLike, dataset: str | os.PathLike) -> dict:
     """Result record: accuracy on the samples, the real held-out ceiling, and per-class accuracy."""
     samples = Path(samples)
-    plan_prompt_following(samples, dataset)
-    with np.load(samples) as data:
-        images, wanted = data["arr_0"], data["arr_1"]
-    train, reference = open_dataset(dataset, split="train"), open_dataset(dataset, split="reference")
+    images, wanted, train, reference = _open_inputs(samples, dataset)
     classifier = fit_classifier(*train.get_batch(np.arange(len(train))))
     real_images, real_labels = reference.get_batch(np.arange(len(reference)))
     predicted = classifier.predict(to_8x8(images))
