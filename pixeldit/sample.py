@@ -194,7 +194,6 @@ def plan_sampling(network: str | os.PathLike, n: int, shard_size: int, shard_ids
 
     Under torchrun (RANK / WORLD_SIZE set) each process takes every WORLD_SIZE-th of the chosen shards.
     """
-
     network_path = resolve_network(network)
     config, metadata, _ = read_network_header(network_path)
     resolution = resolution or metadata.get("resolution")
@@ -235,7 +234,6 @@ def sample_shards(network_path: str | os.PathLike, out_dir: str | os.PathLike, n
     batch_size (the batches then hold the same indices); across batch sizes they agree up to the float
     rounding of the backend's kernels, which may differ with the batch size.
     """
-
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"unknown quantisation {quantization!r}; choose one of {', '.join(QUANTIZATIONS)}")
     plan = plan_sampling(network_path, n, shard_size, shard_ids, resolution)

@@ -148,7 +148,6 @@ class NetworkPlan:
 
 def plan_network(network: str | os.PathLike, text_encoder: str | None) -> NetworkPlan:
     """Resolve a run directory or file and read its T2I config, weight set and text encoder from the header."""
-
     path = resolve_network(network)
     config, metadata, present = read_network_header(path)
     if metadata["family"] != "pixeldit-t2i":
@@ -162,7 +161,6 @@ def plan_network(network: str | os.PathLike, text_encoder: str | None) -> Networ
 
 def load_generator(plan: NetworkPlan, negative_prompt: str, device: torch.device, autocast_bf16: bool) -> T2IGenerator:
     """The network's weights (in the samplers' convention) with its text encoder and the null embedding."""
-
     model, _ = load_network(plan.path, which=plan.which)
     encoder = get_text_encoder(plan.text_encoder, device=device, max_length=plan.config.text_max_length)
     if encoder.dim != plan.config.text_dim:
@@ -188,7 +186,6 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 def write_shard_images(prompt_set: PromptSet, out_dir: Path, first: int, last: int,
                        images: np.ndarray, samples_per_prompt: int) -> list[Path]:
     """Save the images (prompts first..last, samples_per_prompt each, in that order) in the set's layout."""
-
     per_prompt = images.reshape(last - first + 1, samples_per_prompt, *images.shape[1:])   # (P, S, H, W, 3)
     if prompt_set.layout == "npz":
         labels = np.repeat([prompt_set.items[p].label for p in range(first, last + 1)], samples_per_prompt)

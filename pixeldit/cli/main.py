@@ -120,7 +120,7 @@ def train_command(
       pixeldit-bench data prepare digits32 --out results/data/digits32
       pixeldit-bench train digits32-s4
       pixeldit-bench train digits32-s4 --set ablation=vanilla-dit --out results/runs/vanilla-0
-      torchrun --standalone --nproc_per_node 8 -m pixeldit.cli train imagenet256-xl --dataset data/imagenet256
+      torchrun --standalone --nproc_per_node 8 -m pixeldit.cli -- train imagenet256-xl --dataset data/imagenet256
     """
     if list_presets or not preset:
         for name, values in TRAINING_PRESETS.items():

@@ -67,7 +67,6 @@ class CaptionEmbeddings:
 def embed_captions(caption_set: str, encoder_name: str, max_length: int) -> CaptionEmbeddings:
     """Run the text encoder once over every caption of the set and over the null prompt "", padded to max_length
     tokens (the model's text_max_length, as generation pads them)."""
-
     encoder = get_text_encoder(encoder_name, max_length=max_length)
     captions = class_captions(caption_set)
     tokens, mask = encoder.encode([caption for row in captions for caption in row])   # (C*K, T, d), (C*K, T)

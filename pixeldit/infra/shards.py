@@ -248,14 +248,14 @@ def verified_shards(out_dir: str | os.PathLike, n: int | None = None, *, unit: s
         if shard.first > expected_first:
             after = f"after {previous.name}" if previous else "at the start"
             raise ShardTilingError(f"gap: {unit} {expected_first}..{shard.first - 1} are missing {after} (next is "
-                             f"{shard.name}): not generated yet; run {command} for the missing shards")
+                                   f"{shard.name}): not generated yet; run {command} for the missing shards")
         if shard.first < expected_first:  # two shards claim the same indices (e.g. runs with different --shard-size)
             raise ShardTilingError(f"{shard.name} overlaps {previous.name}: {unit} {shard.first}.."
-                             f"{min(shard.last, expected_first - 1)} were generated twice; delete one of them")
+                                   f"{min(shard.last, expected_first - 1)} were generated twice; delete one of them")
         expected_first, previous = shard.last + 1, shard
     if n is not None and expected_first < n:
-        raise ShardTilingError(f"gap: {unit} {expected_first}..{n - 1} are missing after {previous.name}: not generated "
-                         f"yet; run {command} for the missing shards")
+        raise ShardTilingError(f"gap: {unit} {expected_first}..{n - 1} are missing after {previous.name}: "
+                               f"not generated yet; run {command} for the missing shards")
     return shards
 
 
