@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import yaml
 
+from pixeldit.infra.devices import current_world
 from pixeldit.infra.files import write_json_atomic
 from pixeldit.infra.results import SCHEMA
 
@@ -90,5 +91,6 @@ def evaluate(name: str, inputs: list[str | os.PathLike], out: str | os.PathLike,
     if record["evaluator"].get("version") != version:
         raise ValueError(f"evaluator {name!r} reports version {record['evaluator'].get('version')!r} but its task "
                          f"spec says {version!r}; bump both together")
-    write_json_atomic(out, record)
+    if current_world()[0] == 0:          # under torchrun every rank holds the record; one writes it
+        write_json_atomic(out, record)
     return record

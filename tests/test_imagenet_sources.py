@@ -143,3 +143,20 @@ def test_stored_npz_with_cut_data_is_truncated(tmp_path):
         archive.writestr("arr_0.npy", data[:len(data) // 2])
     with pytest.raises(InputError, match="truncated"):
         _batches(open_images(path))
+
+
+def test_a_range_of_images_comes_in_batches_starting_at_its_first_image(tmp_path):
+    """What one torchrun rank reads: [start, stop) in batches start, start + B, …, from every kind of source."""
+    images = _images(11)
+    np.savez(tmp_path / "stored.npz", arr_0=images)
+    np.savez_compressed(tmp_path / "packed.npz", arr_0=images)
+    np.save(tmp_path / "images.npy", images)
+    (tmp_path / "folder").mkdir()
+    for index, image in enumerate(images):
+        Image.fromarray(image).save(tmp_path / "folder" / f"{index:03d}.png")
+    for source in [open_images(images)] + [open_images(tmp_path / name) for name in
+                                           ("stored.npz", "packed.npz", "images.npy", "folder")]:
+        batches = list(source.batches(3, start=4, stop=10))
+        assert [len(batch) for batch in batches] == [3, 3], source.describe()
+        np.testing.assert_array_equal(np.concatenate(batches), images[4:10])
+        np.testing.assert_array_equal(np.concatenate(list(source.batches(4, start=8))), images[8:])

@@ -43,7 +43,7 @@ from evaluators.imagenet.metrics import (
 from evaluators.imagenet.reference import Reference, check_compatible, open_reference, reference_summary
 from evaluators.imagenet.sources import ImageSource, open_images
 from evaluators.registry import load_task
-from pixeldit.infra.devices import resolve_device
+from pixeldit.infra.devices import setup_distributed
 from pixeldit.infra.results import make_result
 
 VERSION = load_task("imagenet")["version"]
@@ -112,7 +112,7 @@ def plan_imagenet(samples, reference, *, backend: str = "adm", metrics=None, bat
     ref = open_reference(reference, cache.memo)
     chosen = resolve_weights(weights, cache.memo)
     check_compatible(ref, sample_set, chosen, expected_samples)
-    device = resolve_device(device)
+    _, _, device = setup_distributed(device)          # under torchrun: joins the process group
     unavailable = {}
     if not chosen.has_logits:
         unavailable["is"] = UNAVAILABLE_IS

@@ -13,6 +13,10 @@ Cache layout under the cache root (default `$PIXELDIT_CACHE/imagenet`, else `~/.
 entry is written into a hidden `.partial` directory and renamed into place when complete, so a killed
 run never leaves a half entry. Images are read in batches on a background thread while the network
 runs; features go straight into memory-mapped `.npy` files, never a list of arrays.
+
+Under torchrun each rank extracts a contiguous run of whole batches (the batches one process would run,
+so the features are the same bits), the shares are gathered to every rank, and rank 0 alone writes the
+cache entry and the metric memo.
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ import torch
 from evaluators.imagenet.errors import InputError
 from evaluators.imagenet.inception import InceptionFeatures, InceptionWeights
 from evaluators.imagenet.sources import HashMemo, ImageSource
+from pixeldit.infra.devices import all_ranks_agree, batch_aligned_share, current_world, gather_rows
 from pixeldit.infra.files import write_json_atomic
 from pixeldit.infra.progress import Progress
 
@@ -80,10 +85,8 @@ class Cache:
 
     def write_metrics(self, key: str, payload: dict) -> None:
         path = self.metrics_path(key)
-        if path is None:
-            return
-
-        write_json_atomic(path, payload)
+        if path is not None and current_world()[0] == 0:
+            write_json_atomic(path, payload)
 
 
 @dataclass
@@ -165,12 +168,15 @@ def extract(source: ImageSource, weights: InceptionWeights, get_extractor: Calla
     key = feature_key(source.content_hash(cache.memo), weights)
     final = cache.feature_dir(key)
     hit = load_cached(final, key, weights)
-    if hit is not None:
+    if all_ranks_agree(hit is not None):
         return hit
     count = len(source)
     names = _names(weights)
+    rank, world = current_world()
+    shares = [batch_aligned_share(count, batch_size, other, world) for other in range(world)]
+    start, stop = shares[rank]
     work = None
-    if final is not None:
+    if final is not None and rank == 0:
         final.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".{key}.partial-", dir=final.parent))
         work.chmod(0o755)                        # mkdtemp makes it private; the entry becomes a normal dir
@@ -181,10 +187,10 @@ def extract(source: ImageSource, weights: InceptionWeights, get_extractor: Calla
     try:
         extractor = get_extractor()
         start_time = time.perf_counter()
-        filled = 0
-        bar = Progress(count, f"Inception features ({label})", enabled=progress)
-        for batch in _prefetch(source.batches(batch_size)):
-            if batch.shape[1:3] != tuple(source.resolution) or filled + len(batch) > count:
+        filled = start
+        bar = Progress(stop - start, f"Inception features ({label})", enabled=progress and rank == 0)
+        for batch in _prefetch(source.batches(batch_size, start, stop)):
+            if batch.shape[1:3] != tuple(source.resolution) or filled + len(batch) > stop:
                 raise InputError(f"{source.describe()} changed while it was read (batch {batch.shape} at image "
                                  f"{filled}); rerun once it is complete")
             out = extractor(batch)
@@ -193,12 +199,16 @@ def extract(source: ImageSource, weights: InceptionWeights, get_extractor: Calla
             filled += len(batch)
             bar.update(len(batch))
         bar.close()
-        if filled != count:
-            raise InputError(f"{source.describe()} gave {filled} images, expected {count}; is it being written?")
+        if filled != stop:
+            raise InputError(f"{source.describe()} gave {filled - start} images of [{start}, {stop}), expected "
+                             f"{stop - start}; is it being written?")
+        if world > 1:
+            for name in names:
+                arrays[name][:] = gather_rows(arrays[name][start:stop], shares)   # N×D, rank order
         seconds = time.perf_counter() - start_time
         meta = {"format": FORMAT, "key": key, "count": count, "resolution": list(source.resolution),
                 "source": source.describe(), "weights": weights.card(), "device": str(extractor.device),
-                "batch_size": batch_size, "seconds": round(seconds, 3),
+                "batch_size": batch_size, "processes": world, "seconds": round(seconds, 3),
                 "images_per_second": round(count / seconds, 3) if seconds else None}
         if work is None:
             return FeatureSet(key, count, arrays["pool3"], arrays["spatial"], arrays.get("logits"), False, seconds,

@@ -127,8 +127,8 @@ class ImageSource(ABC):
         """(height, width) of every image."""
 
     @abstractmethod
-    def batches(self, batch_size: int) -> Iterator[np.ndarray]:
-        """uint8 batches B×H×W×3 in order."""
+    def batches(self, batch_size: int, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+        """uint8 batches B×H×W×3 of images [start, stop) in order, the k-th starting at start + k·batch_size."""
 
     @abstractmethod
     def _content_hash(self, memo: HashMemo | None) -> str: ...
@@ -163,9 +163,10 @@ class _ArrayBacked(ImageSource):
     def resolution(self) -> tuple[int, int]:
         return tuple(self.array.shape[1:3])
 
-    def batches(self, batch_size: int) -> Iterator[np.ndarray]:
-        for start in range(0, len(self.array), batch_size):
-            yield np.ascontiguousarray(self.array[start:start + batch_size])
+    def batches(self, batch_size: int, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+        stop = len(self) if stop is None else stop
+        for first in range(start, stop, batch_size):
+            yield np.ascontiguousarray(self.array[first:min(first + batch_size, stop)])
 
     def image(self, index: int) -> np.ndarray:
         return np.asarray(self.array[index])
@@ -304,23 +305,26 @@ class NpzSource(_HashedFile, ImageSource):
     def _memmap(self) -> np.memmap:
         return np.memmap(self.path, dtype=np.uint8, mode="r", offset=self._offset, shape=self.shape)
 
-    def batches(self, batch_size: int) -> Iterator[np.ndarray]:
+    def batches(self, batch_size: int, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+        stop = len(self) if stop is None else stop
         if self._offset is not None:
             array = self._memmap()
-            for start in range(0, len(array), batch_size):
-                yield np.array(array[start:start + batch_size])
+            for first in range(start, stop, batch_size):
+                yield np.array(array[first:min(first + batch_size, stop)])
             return
         row = int(np.prod(self.shape[1:]))
         with zipfile.ZipFile(self.path) as archive, archive.open(f"{self.key}.npy") as stream:
             _read_npy_header(stream)
-            for start in range(0, self.shape[0], batch_size):
-                rows = min(batch_size, self.shape[0] - start)
+            # a compressed member has no random access: the images before `start` are read and dropped
+            firsts = [*range(0, start, batch_size), *range(start, stop, batch_size)]
+            for first, end in zip(firsts, [*firsts[1:], stop]):
                 try:
-                    data = _read_exact(stream, rows * row, f"{self.path} [{self.key}]")
+                    data = _read_exact(stream, (end - first) * row, f"{self.path} [{self.key}]")
                 except (zipfile.BadZipFile, EOFError, OSError) as error:   # bad CRC, broken deflate stream
-                    raise InputError(f"{self.path} [{self.key}] is corrupt near image {start} ({error}); "
+                    raise InputError(f"{self.path} [{self.key}] is corrupt near image {first} ({error}); "
                                      f"re-create it ({_NPZ_HINT})") from None
-                yield np.frombuffer(data, dtype=np.uint8).reshape(rows, *self.shape[1:])
+                if first >= start:
+                    yield np.frombuffer(data, dtype=np.uint8).reshape(end - first, *self.shape[1:])
 
     def image(self, index: int) -> np.ndarray:
         if self._offset is None:
@@ -382,10 +386,11 @@ class FolderSource(ImageSource):
     def resolution(self) -> tuple[int, int]:
         return self._resolution
 
-    def batches(self, batch_size: int) -> Iterator[np.ndarray]:
+    def batches(self, batch_size: int, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+        stop = len(self) if stop is None else stop
         with ThreadPoolExecutor(self.workers) as pool:
-            for start in range(0, len(self.files), batch_size):
-                yield np.stack(list(pool.map(self._decode, self.files[start:start + batch_size])))
+            for first in range(start, stop, batch_size):
+                yield np.stack(list(pool.map(self._decode, self.files[first:min(first + batch_size, stop)])))
 
     def image(self, index: int) -> np.ndarray:
         return self._decode(self.files[index])
@@ -430,9 +435,10 @@ class DatasetSource(ImageSource):
     def resolution(self) -> tuple[int, int]:
         return (self.dataset.resolution, self.dataset.resolution)
 
-    def batches(self, batch_size: int) -> Iterator[np.ndarray]:
-        for start in range(0, len(self), batch_size):
-            yield self.dataset.get_batch(np.arange(start, min(start + batch_size, len(self))))[0]
+    def batches(self, batch_size: int, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+        stop = len(self) if stop is None else stop
+        for first in range(start, stop, batch_size):
+            yield self.dataset.get_batch(np.arange(first, min(first + batch_size, stop)))[0]
 
     def image(self, index: int) -> np.ndarray:
         return self.dataset[index][0]

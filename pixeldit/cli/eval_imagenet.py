@@ -20,6 +20,7 @@ from evaluators.imagenet.reference import DEFAULT_PR_IMAGES, build_reference, op
 from evaluators.imagenet.sources import open_images
 from evaluators.registry import evaluate
 from pixeldit.cli.console import console, exits_on
+from pixeldit.infra.devices import current_world
 
 ref_app = typer.Typer(no_args_is_help=True, help="Reference sets for the ImageNet metrics: build and inspect.")
 
@@ -102,8 +103,9 @@ def eval_imagenet(
         record = evaluate("imagenet", [samples, ref], out, backend=backend, metrics=metrics, batch_size=batch_size,
                           device=_device(device), cache_dir=cache_dir, weights=weights,
                           expected_samples=expected_samples, progress=True, run=run, frechet=frechet)
-    print_result(record)
-    console.print(f"result written to {out}")
+    if current_world()[0] == 0:
+        print_result(record)
+        console.print(f"result written to {out}")
 
 
 @ref_app.command("build")

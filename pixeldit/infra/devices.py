@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import resource
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -25,16 +26,54 @@ def resolve_device(device: str | torch.device | None = "auto", *, mps: bool = Fa
     return torch.device("cpu")
 
 
-def setup_distributed() -> tuple[int, int, torch.device]:
+def setup_distributed(device: str | torch.device | None = "auto") -> tuple[int, int, torch.device]:
     """(rank, world_size, device) from torchrun's environment, joining its process group (NCCL on GPUs,
     gloo on CPUs); a plain `python` run is rank 0 of 1."""
     rank, world_size = distributed_world()
-    device = resolve_device()
+    device = resolve_device(device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return rank, world_size, device
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def current_world() -> tuple[int, int]:
+    """(rank, world size) of the joined process group; (0, 1) when none is joined."""
+    return (dist.get_rank(), dist.get_world_size()) if is_distributed() else (0, 1)
+
+
+def batch_aligned_share(count: int, batch_size: int, rank: int, world_size: int) -> tuple[int, int]:
+    """[start, stop) of `count` items for `rank`: a contiguous run of whole batches, so every rank sees the
+    batches one process would (same boundaries, same results)."""
+    batches = -(-count // batch_size)
+    first, last = batches * rank // world_size, batches * (rank + 1) // world_size
+    return min(first * batch_size, count), min(last * batch_size, count)
+
+
+def gather_rows(rows: np.ndarray, shares: list[tuple[int, int]]) -> np.ndarray:
+    """Every rank's `rows` (its share [start, stop) of one array, in rank order) concatenated, on every rank.
+    Gloo and NCCL gather equal sizes only, so each share travels padded to the largest."""
+    longest = max(stop - start for start, stop in shares)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    padded = torch.zeros((longest, *rows.shape[1:]), dtype=torch.from_numpy(rows[:0]).dtype, device=device)
+    padded[:len(rows)] = torch.from_numpy(np.ascontiguousarray(rows)).to(device)
+    parts = [torch.empty_like(padded) for _ in shares]
+    dist.all_gather(parts, padded)
+    return np.concatenate([part[:stop - start].cpu().numpy() for part, (start, stop) in zip(parts, shares)])
+
+
+def all_ranks_agree(flag: bool) -> bool:
+    """True only when `flag` is true on every rank (so all take the same branch of a collective)."""
+    if not is_distributed():
+        return flag
+    value = torch.tensor([int(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return bool(value.item())
 
 
 def peak_memory_mib(device: torch.device) -> float:

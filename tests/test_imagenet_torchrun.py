@@ -1,0 +1,55 @@
+"""`eval imagenet` under a real torchrun (2 CPU processes, gloo): each rank extracts its share of the batches,
+the shares are gathered, and the metric values and cached features equal one process's bit for bit."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pixeldit.data.digits import digits32_images
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("imagenet_env")]
+
+METRICS = "fid,sfid,precision,recall,kid"
+
+
+def _eval(command: list[str], samples, reference, cache, out, env):
+    done = subprocess.run([*command, "eval", "imagenet", str(samples), "--ref", str(reference), "--metrics", METRICS,
+                           "--batch-size", "8", "--weights", "offline", "--cache-dir", str(cache), "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads(out.read_text()), done.stdout
+
+
+def test_two_processes_give_the_values_and_features_one_process_gives(tmp_path):
+    images = digits32_images()[0]
+    np.savez(tmp_path / "samples.npz", arr_0=images[:20])         # batches of 8, 8, 4: rank 0 takes one,
+    np.savez(tmp_path / "reference.npz", arr_0=images[300:320])   # rank 1 two (unequal shares)
+    # one intra-op thread in every process: oneDNN's convolutions round differently with 1 and 2 threads
+    # (features ~1e-5 apart), so "the same as one process" means at the same threads per process
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    one, _ = _eval([sys.executable, "-m", "pixeldit.cli"], tmp_path / "samples.npz", tmp_path / "reference.npz",
+                   tmp_path / "cache-one", tmp_path / "one.json", env)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "-m", "pixeldit.cli", "--"]
+    two, printed = _eval(torchrun, tmp_path / "samples.npz", tmp_path / "reference.npz", tmp_path / "cache-two",
+                         tmp_path / "two.json", env)
+
+    assert two["values"] == one["values"] and all(value is not None for value in one["values"].values())
+    extraction = two["extra"]["feature_extraction"]
+    assert extraction["samples"]["processes"] == extraction["reference"]["processes"] == 2
+    assert printed.count("result written to") == 1                 # rank 0 reports, rank 1 stays quiet
+    for name in ("samples", "reference"):
+        key = one["extra"]["feature_extraction"][name]["key"]
+        assert extraction[name]["key"] == key
+        for layer in ("pool3", "spatial"):
+            cached = [np.load(tmp_path / cache / "features" / key / f"{layer}.npy") for cache in ("cache-one", "cache-two")]
+            assert cached[0].shape[0] == 20
+            np.testing.assert_array_equal(cached[1], cached[0])
+    assert len(list((tmp_path / "cache-two" / "metrics").glob("*.json"))) == 1   # one memo, written by rank 0
+
+    again, _ = _eval(torchrun, tmp_path / "samples.npz", tmp_path / "reference.npz", tmp_path / "cache-two",
+                     tmp_path / "again.json", env)
+    assert again["values"] == one["values"] and again["extra"]["cache"]["metrics"] == "hit"
