@@ -24,7 +24,13 @@ import torch
 from evaluators.imagenet.backends import backend_unavailable, run_backend
 from evaluators.imagenet.errors import ImageNetEvalError
 from evaluators.imagenet.features import Cache, LazyExtractor, default_batch_size, extract, feature_key
-from evaluators.imagenet.inception import EXTRACTOR_NAME, UNAVAILABLE_IS, InceptionWeights, resolve_weights
+from evaluators.imagenet.inception import (
+    EXTRACTOR_NAME,
+    NETWORK_RESIZE,
+    UNAVAILABLE_IS,
+    InceptionWeights,
+    resolve_weights,
+)
 from evaluators.imagenet.metrics import (
     DEFAULT_FRECHET_ROUTE,
     FRECHET_ROUTES,
@@ -151,6 +157,7 @@ def _protocol(plan: Plan) -> dict:
                       "pool3": "2048-d (FID, precision/recall, KID)",
                       "spatial": "Mixed_6d.branch1x1 = TF mixed_6/conv, NHWC, first 7 channels, 2023-d (sFID)",
                       "logits": "pool3 @ fc.weight.T, no bias (IS)", "tf32": False},
+        "resize": NETWORK_RESIZE,
         "reference": reference_summary(plan.reference),
         "samples": {"count": count, "resolution": list(plan.samples.resolution)},
         "fid": {"route": plan.frechet, "trace_sqrt": FRECHET_ROUTES[plan.frechet],
