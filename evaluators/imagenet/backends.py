@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from evaluators.imagenet.errors import ImageNetEvalError
-from evaluators.imagenet.inception import EXTRACTOR_NAME, load_network, no_tf32
+from evaluators.imagenet.inception import EXTRACTOR_NAME, NETWORK_RESIZE, load_network, no_tf32
 from evaluators.imagenet.reference import reference_summary
 from evaluators.imagenet.sources import ImageSource
 
@@ -57,7 +57,7 @@ def _run_torch_fidelity(plan, progress: bool):
     values = {metric: float(out[key]) for metric, key in keys.items() if key in out}
     extra = {"torch_fidelity_output": {key: float(value) for key, value in out.items()}}
     protocol = {"suite": "torch-fidelity 0.4 calculate_metrics defaults",
-                "extractor": {"name": EXTRACTOR_NAME, **plan.weights.card()},
+                "extractor": {"name": EXTRACTOR_NAME, **plan.weights.card()}, "resize": NETWORK_RESIZE,
                 "reference": reference_summary(plan.reference),
                 "samples": {"count": len(samples), "resolution": list(samples.resolution)},
                 "calculate_metrics": {"feature_extractor": "inception-v3-compat", "isc_splits": 10,

@@ -24,7 +24,13 @@ import torch
 from evaluators.imagenet.backends import backend_unavailable, run_backend
 from evaluators.imagenet.errors import ImageNetEvalError
 from evaluators.imagenet.features import Cache, LazyExtractor, default_batch_size, extract, feature_key
-from evaluators.imagenet.inception import EXTRACTOR_NAME, UNAVAILABLE_IS, InceptionWeights, resolve_weights
+from evaluators.imagenet.inception import (
+    EXTRACTOR_NAME,
+    NETWORK_RESIZE,
+    UNAVAILABLE_IS,
+    InceptionWeights,
+    resolve_weights,
+)
 from evaluators.imagenet.metrics import (
     DEFAULT_FRECHET_ROUTE,
     FRECHET_ROUTES,
@@ -151,6 +157,7 @@ def _protocol(plan: Plan) -> dict:
                       "pool3": "2048-d (FID, precision/recall, KID)",
                       "spatial": "Mixed_6d.branch1x1 = TF mixed_6/conv, NHWC, first 7 channels, 2023-d (sFID)",
                       "logits": "pool3 @ fc.weight.T, no bias (IS)", "tf32": False},
+        "resize": NETWORK_RESIZE,
         "reference": reference_summary(plan.reference),
         "samples": {"count": count, "resolution": list(plan.samples.resolution)},
         "fid": {"route": plan.frechet, "trace_sqrt": FRECHET_ROUTES[plan.frechet],
@@ -237,7 +244,9 @@ def _run_adm(plan: Plan, progress: bool) -> tuple[dict, dict]:
     return values, extra
 
 
-SAMPLES_SIDECAR_SCHEMA = "pixeldit-bench/samples/v1"   # the samples.json `pixeldit-bench sample` writes
+# The samples.json `pixeldit-bench sample` writes: v2 since the shard engine (pixeldit.sample.SAMPLES_SCHEMA),
+# v1 before it; both keep settings, sampler_config and network in the same places.
+SAMPLES_SIDECAR_SCHEMAS = ("pixeldit-bench/samples/v1", "pixeldit-bench/samples/v2")
 
 
 def sampler_and_model(samples) -> tuple[dict, dict]:
@@ -248,7 +257,7 @@ def sampler_and_model(samples) -> tuple[dict, dict]:
         sidecar = json.loads(Path(samples).with_suffix(".json").read_text())
     except (OSError, json.JSONDecodeError):
         return {}, {}
-    if not isinstance(sidecar, dict) or sidecar.get("schema") != SAMPLES_SIDECAR_SCHEMA:
+    if not isinstance(sidecar, dict) or sidecar.get("schema") not in SAMPLES_SIDECAR_SCHEMAS:
         return {}, {}
     settings, network = sidecar.get("settings") or {}, sidecar.get("network") or {}
     sampler = {"name": settings.get("sampler"), **(sidecar.get("sampler_config") or {}),
@@ -271,7 +280,7 @@ def evaluate_imagenet(samples, reference, *, backend: str = "adm", metrics=None,
     weights: "auto" (full torch-fidelity file if installed, else the offline conversion), "inception", "offline".
     cache_dir: cache root (default `$PIXELDIT_CACHE/imagenet`); False disables caching.
     run / model / sampler: sections of the result record; model and sampler default to what the sampler's
-    sidecar `<samples>.json` (pixeldit-bench/samples/v1) records.
+    sidecar `<samples>.json` (pixeldit-bench/samples/v1 or v2) records.
     """
     started = time.perf_counter()
     plan = plan_imagenet(samples, reference, backend=backend, metrics=metrics, batch_size=batch_size, device=device,

@@ -36,6 +36,8 @@ from evaluators.imagenet.sources import HashMemo, file_sha256, file_stamp
 from pixeldit.infra import weights as registry
 
 EXTRACTOR_NAME = "torch-fidelity inception-v3-compat (FeatureExtractorInceptionV3, TF1 bilinear resize to 299)"
+# How the images reach the network's input size; the protocol card records it (clean-fid resizes otherwise).
+NETWORK_RESIZE = "TF1 bilinear to 299×299 inside the network, from uint8 (torch-fidelity inception-v3-compat)"
 TORCH_FIDELITY_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                       "weights-inception-2015-12-05-6726825d.pth")
 FULL_FILENAME = "weights-inception-2015-12-05-6726825d.pth"

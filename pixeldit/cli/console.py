@@ -6,6 +6,7 @@ Exit codes (documented in the README):
     2  usage: an unknown option or a missing argument (Typer's own)
     3  a check failed: the inputs are readable but do not pass (coverage, tiling, layout)
     4  a required external file is missing or does not match its checksum (weights, data)
+    5  `compare`: comparable with a caveat (3 there: not comparable)
 """
 from __future__ import annotations
 
@@ -22,10 +23,11 @@ from typer.core import TyperGroup
 from pixeldit.infra.shards import ShardTilingError
 from pixeldit.infra.weights import ChecksumError, MissingWeightsError
 
-EXIT_BAD_INPUT, EXIT_USAGE, EXIT_CHECK_FAILED, EXIT_MISSING_FILE = 1, 2, 3, 4
+EXIT_BAD_INPUT, EXIT_USAGE, EXIT_CHECK_FAILED, EXIT_MISSING_FILE, EXIT_CAVEAT = 1, 2, 3, 4, 5
 
-EXIT_CODES_HELP = ("Exit codes: 0 success, 1 bad input, 2 usage error, 3 a check failed, "
-                   "4 a required external file (weights, data) is missing or fails its checksum.")
+EXIT_CODES_HELP = ("Exit codes: 0 success, 1 bad input, 2 usage error, 3 a check failed (compare: not comparable), "
+                   "4 a required external file (weights, data) is missing or fails its checksum, "
+                   "5 compare: comparable with a caveat.")
 
 # Piped or redirected output is read by programs and `grep`: rich's 80-column default would cut names in tables
 # (`PixelDiT-X…`). A terminal keeps its own width; an explicit COLUMNS still wins.

@@ -2,7 +2,7 @@
 
 `--help` lists the groups in the order of the workflow: data, train, sample, eval, report, then the utilities.
 Exit codes: 0 success, 1 bad input, 2 usage (Typer's own), 3 a check failed, 4 a required external file is
-missing or fails its checksum (see `pixeldit.cli.console`).
+missing or fails its checksum, 5 `compare`'s caveat (see `pixeldit.cli.console`).
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 
 from evaluators.registry import EVALUATOR_PACKAGES, evaluate, load_task
 from pixeldit.cli import weights
+from pixeldit.cli.compare import compare_command
 from pixeldit.cli.console import EXIT_CODES_HELP, console, default_command_group, exits_on, fail
 from pixeldit.cli.data import app as data_app
 from pixeldit.cli.eval_digits import eval_digits
@@ -34,7 +35,7 @@ from pixeldit.presets import TRAINING_PRESETS
 from pixeldit.train import TrainConfig, train
 
 # The stages in the order one runs them, then the utilities; `--help` lists commands in this order.
-WORKFLOW_ORDER = ("data", "train", "latent", "sample", "t2i", "eval", "report", "models", "weights", "ls", "baselines")
+WORKFLOW_ORDER = ("data", "train", "latent", "sample", "t2i", "eval", "compare", "report", "models", "weights", "ls", "baselines")
 
 
 class _WorkflowOrderGroup(TyperGroup):
@@ -236,6 +237,7 @@ app.add_typer(latent_app, name="latent",
 app.add_typer(sampling_app, name="sample", help="Sample images (seeded, sharded, resumable) into ADM's samples.npz.")
 app.add_typer(t2i_app, name="t2i", help="Text-to-image: generate GenEval / DPG / digits prompt sets.")
 app.add_typer(eval_app, name="eval")
+app.command("compare")(compare_command)
 app.command("report")(report)
 app.add_typer(weights.app, name="weights")
 app.add_typer(baselines_app, name="baselines", help="Published numbers of baselines, with their sources.")

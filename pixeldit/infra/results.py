@@ -81,10 +81,11 @@ def read_result(path: str | os.PathLike) -> dict[str, Any]:
     with open(path) as handle:
         try:
             record = json.load(handle)
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:   # UnicodeDecodeError: a binary file
             raise ValueError(f"{path} is not valid JSON ({error}); delete it and rerun the evaluation") from None
-    if record.get("schema") != SCHEMA:
-        raise ValueError(f"{path} has schema {record.get('schema')!r}, expected {SCHEMA!r}")
+    schema = record.get("schema") if isinstance(record, dict) else None
+    if schema != SCHEMA:
+        raise ValueError(f"{path} has schema {schema!r}, expected {SCHEMA!r}")
     return record
 
 

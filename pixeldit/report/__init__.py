@@ -2,6 +2,7 @@
 
     collect.py     results/metrics/**/*.json -> one pandas DataFrame
     published.py   published/*.yaml (versioned data) -> validated `PublishedRow`s
+    compare.py     two result JSONs (or a result and a published row) -> the protocol fields that differ, verdicts
     tables.py      main (ImageNet 256/512 + measured datasets), ablation and text-to-image tables
     render.py      one table model -> Markdown, LaTeX (booktabs), CSV
     plots.py       FID vs kimg / guidance / GFLOPs, loss curves, sample grids (PNG + SVG)

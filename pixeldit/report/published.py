@@ -8,7 +8,7 @@ and the row so the fix is one edit away.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -67,13 +67,16 @@ class PublishedRow:
     confidence: str | None = None
     note: str | None = None
     in_pixeldit_table: bool = False
+    # What the sources state about the protocol of every row of the file (its top-level `card`), laid out like
+    # a result JSON's sections ({"evaluator": {...}, "protocol": {...}}) so `compare` reads both the same way.
+    card: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _parse_row(raw: Any, where: str, registry: str) -> PublishedRow:
+def _parse_row(raw: Any, where: str, registry: str, card: Mapping[str, Any]) -> PublishedRow:
     """Validate one YAML row; `where` ("file row N (method)") prefixes every error."""
     if not isinstance(raw, Mapping):
         raise PublishedRegistryError(f"{where}: expected a mapping of fields, got {type(raw).__name__}")
@@ -129,11 +132,12 @@ def _parse_row(raw: Any, where: str, registry: str) -> PublishedRow:
     return PublishedRow(method=raw["method"], type=raw["type"], setting=raw["setting"],
                         values={key: float(value) for key, value in values.items()}, source=raw["source"],
                         registry=registry, params_m=raw.get("params_m"), gflops=gflops,
-                        epochs=raw.get("epochs"), in_pixeldit_table=in_table, **texts)
+                        epochs=raw.get("epochs"), in_pixeldit_table=in_table, card=card, **texts)
 
 
 def load_registry_file(path: str | Path) -> list[PublishedRow]:
-    """Load and validate one registry file; duplicate (method, setting, epochs) rows are an error."""
+    """Load and validate one registry file; duplicate (method, setting, epochs) rows are an error. The optional
+    top-level `card` (the protocol the sources state for every row) goes into each row's `card`."""
     path = Path(path)
     try:
         document = yaml.safe_load(path.read_text())
@@ -145,12 +149,16 @@ def load_registry_file(path: str | Path) -> list[PublishedRow]:
     if not isinstance(version, int) or isinstance(version, bool):
         raise PublishedRegistryError(f"{path.name}: top-level 'version' must be an integer, got {version!r}")
     registry = f"{path.name} v{version}"
+    card = document.get("card", {})
+    if not isinstance(card, Mapping) or not all(isinstance(section, Mapping) for section in card.values()):
+        raise PublishedRegistryError(f"{path.name}: top-level 'card' must map result sections (evaluator, protocol) "
+                                     f"to mappings, as in a result JSON; got {card!r}")
 
     rows, seen = [], {}
     for index, raw in enumerate(document["rows"], start=1):
         method = raw.get("method", "?") if isinstance(raw, Mapping) else "?"
         where = f"{path.name} row {index} ({method})"
-        row = _parse_row(raw, where, registry)
+        row = _parse_row(raw, where, registry, card)
         identity = (row.method, row.setting, row.epochs)
         if identity in seen:
             raise PublishedRegistryError(f"{where}: duplicates row {seen[identity]} (same method, setting and "
