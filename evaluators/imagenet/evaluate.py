@@ -156,7 +156,7 @@ def _protocol(plan: Plan) -> dict:
         "extractor": {"name": EXTRACTOR_NAME, **plan.weights.card(),
                       "pool3": "2048-d (FID, precision/recall, KID)",
                       "spatial": "Mixed_6d.branch1x1 = TF mixed_6/conv, NHWC, first 7 channels, 2023-d (sFID)",
-                      "logits": "pool3 @ fc.weight.T, no bias (IS)", "tf32": False},
+                      "logits_layer": "pool3 @ fc.weight.T, no bias (IS)", "tf32": False},
         "resize": NETWORK_RESIZE,
         "reference": reference_summary(plan.reference),
         "samples": {"count": count, "resolution": list(plan.samples.resolution)},
