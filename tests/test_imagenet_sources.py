@@ -160,3 +160,19 @@ def test_a_range_of_images_comes_in_batches_starting_at_its_first_image(tmp_path
         assert [len(batch) for batch in batches] == [3, 3], source.describe()
         np.testing.assert_array_equal(np.concatenate(batches), images[4:10])
         np.testing.assert_array_equal(np.concatenate(list(source.batches(4, start=8))), images[8:])
+
+
+def test_a_stored_npz_damaged_after_it_was_written_fails_its_zip_crc(tmp_path):
+    """np.load checks the CRC, a memory map does not: the hashing pass must, before any image is scored."""
+    images = _images(10, size=16)
+    path = tmp_path / "samples.npz"
+    np.savez(path, arr_0=images)
+    assert open_images(path).content_hash() == NpzSource(path).file_sha256()      # an intact file passes
+    data = bytearray(path.read_bytes())
+    offset = data.index(images.tobytes()[:64]) + 1000
+    data[offset:offset + 64] = bytes(255 - value for value in data[offset:offset + 64])   # same size, zip intact
+    path.write_bytes(bytes(data))
+    with pytest.raises(zipfile.BadZipFile):
+        np.load(path)["arr_0"]
+    with pytest.raises(InputError, match=r"samples.npz \[arr_0\] fails its zip CRC .*re-create it"):
+        open_images(path).content_hash(HashMemo(tmp_path / "memo"))

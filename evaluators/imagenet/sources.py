@@ -15,6 +15,7 @@ import json
 import os
 import struct
 import zipfile
+import zlib
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -277,6 +278,7 @@ class NpzSource(_HashedFile, ImageSource):
         self.dtype = dtype
         data_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         self._offset = self._data_offset(info, data_bytes) if info.compress_type == zipfile.ZIP_STORED else None
+        self._crc = info.CRC
         if self._offset is not None and self._offset + data_bytes > self.path.stat().st_size:
             raise InputError(f"{self.path} [{key}] is truncated (needs {data_bytes} bytes of image data); "
                              f"re-create it ({_NPZ_HINT})")
@@ -289,11 +291,39 @@ class NpzSource(_HashedFile, ImageSource):
             if len(local) != 30 or local[:4] != b"PK\x03\x04":
                 return None
             name_len, extra_len = struct.unpack("<HH", local[26:30])
-            handle.seek(info.header_offset + 30 + name_len + extra_len)
+            self._member_start = info.header_offset + 30 + name_len + extra_len
+            handle.seek(self._member_start)
             _read_npy_header(handle)
             offset = handle.tell()
-        header_len = offset - (info.header_offset + 30 + name_len + extra_len)
+        header_len = offset - self._member_start
         return offset if header_len + data_bytes == info.file_size else None
+
+    def file_sha256(self, memo: HashMemo | None = None) -> str:
+        """sha256 of the file. A memory map never sees the zip CRC that `np.load` checks, so for a stored member
+        the hashing pass checks it too: a file damaged after it was written is refused, not scored."""
+        if self._offset is None:                  # compressed: zipfile checks the CRC while streaming
+            return file_sha256(self.path, memo)
+        stamp = {"kind": "npz-sha256-crc", "member": self.key, **file_stamp(self.path)}
+        hit = memo.get(stamp) if memo else None
+        if hit:
+            return hit["sha256"]
+        digest, crc = hashlib.sha256(), 0
+        first, end, position = self._member_start, self._offset + int(np.prod(self.shape, dtype=np.int64)), 0
+        with open(self.path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+                low, high = max(first, position), min(end, position + len(block))
+                if low < high:
+                    crc = zlib.crc32(memoryview(block)[low - position:high - position], crc)
+                position += len(block)
+        if crc != self._crc:
+            raise InputError(f"{self.path} [{self.key}] fails its zip CRC (computed {crc:08x}, the archive records "
+                             f"{self._crc:08x}): the file was changed or damaged after it was written; re-create it "
+                             f"({_NPZ_HINT})")
+        if memo:
+            memo.put(stamp, {"sha256": digest.hexdigest()})
+            memo.put({"kind": "file-sha256", **file_stamp(self.path)}, {"sha256": digest.hexdigest()})
+        return digest.hexdigest()
 
     def __len__(self) -> int:
         return self.shape[0]
