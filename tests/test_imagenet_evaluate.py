@@ -49,7 +49,7 @@ def test_registered_and_result_record(first, sets):
     assert protocol["samples"] == {"count": 12, "resolution": [32, 32]}
     assert protocol["precision_recall"]["k"] == 3 and protocol["precision_recall"]["fp16_distances"] is True
     assert (protocol["kid"]["subsets"], protocol["kid"]["subset_size"], protocol["kid"]["rng_seed"]) == (100, 12, 2020)
-    assert protocol["is"]["split_size"] == 1 and protocol["is"]["splits"] == 10
+    assert protocol["is"]["split_rule"] == "adm" and (protocol["is"]["split_size"], protocol["is"]["splits"]) == (5000, 1)
     assert record["samples"]["count"] == 12 and record["samples"]["file_sha256"] is not None
     pr = record["extra"]["precision_recall"]
     assert pr["fp16_emulated"]["precision"] == values["precision"] and "fp16_changes_result" in pr

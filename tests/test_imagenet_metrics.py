@@ -1,4 +1,7 @@
 """ADM metric semantics on constructed features: FID/KID vs torch-fidelity, IS split order, precision/recall."""
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -18,6 +21,8 @@ from evaluators.imagenet.metrics import (
     pairwise_sq_distances,
     precision_recall,
 )
+
+GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "imagenet_metrics" / "golden.json").read_text())
 
 
 def _features(seed, count=500, dim=64, shift=0.0, scale=1.0):
@@ -90,7 +95,7 @@ def _order_sensitive_logits():
 
 def test_inception_score_uses_in_order_splits():
     logits = _order_sensitive_logits()
-    score, per_split, info = inception_score(logits)
+    score, per_split, info = inception_score(logits, split_rule="ten-splits-below-50k")
     assert info["splits"] == 10 and info["split_size"] == 10 and info["dropped"] == 0
     # splits 1-5 hold one class (IS 1), splits 6-10 all ten classes (IS 10)
     np.testing.assert_allclose(per_split, [1.0] * 5 + [10.0] * 5, rtol=1e-5)
@@ -104,11 +109,43 @@ def test_inception_score_uses_in_order_splits():
 def test_inception_score_split_rule():
     assert is_splits(50000) == {**is_splits(50000), "split_size": 5000, "splits": 10, "dropped": 0}
     assert is_splits(60001)["splits"] == 13            # ADM: in-order 5000s, the last one partial
-    small = is_splits(1234)
+    # the default is ADM's rule below 50,000 too (issue 19 item 5): one partial split of 1234
+    adm = is_splits(1234)
+    assert (adm["split_rule"], adm["split_size"], adm["splits"], adm["dropped"]) == ("adm", 5000, 1, 0)
+    assert is_splits(10500)["splits"] == 3 and is_splits(1)["splits"] == 1
+    small = is_splits(1234, split_rule="ten-splits-below-50k")
     assert (small["split_size"], small["splits"], small["dropped"]) == (123, 10, 4)
-    assert "ADM uses 5000" in small["rule"]
+    assert "ADM uses 5000" in small["rule"] and small["split_rule"] == "ten-splits-below-50k"
+    assert is_splits(60001, "ten-splits-below-50k") == {**is_splits(60001), "split_rule": "ten-splits-below-50k",
+                                                       "rule": small["rule"]}
     with pytest.raises(ImageNetEvalError, match="at least 10"):
-        is_splits(9)
+        is_splits(9, split_rule="ten-splits-below-50k")
+    with pytest.raises(ImageNetEvalError, match="at least 1 image"):
+        is_splits(0)
+    with pytest.raises(ImageNetEvalError, match="unknown IS split rule 'shuffled'"):
+        is_splits(100, split_rule="shuffled")
+
+
+def test_inception_score_default_splits_as_adm_below_50k():
+    """100 images: ADM scores them as one split, so the class imbalance across the set shows (exp of the entropy
+    of the mean prediction: 55 % class 0, 5 % each other class), unlike the mean of ten in-order splits."""
+    score, per_split, info = inception_score(_order_sensitive_logits())
+    marginal = np.array([0.55] + [0.05] * 9)
+    assert info["splits"] == 1 and len(per_split) == 1
+    assert score == pytest.approx(np.exp(-(marginal * np.log(marginal)).sum()), rel=1e-5)
+    ten_splits = inception_score(_order_sensitive_logits(), split_rule="ten-splits-below-50k")[0]
+    assert score == pytest.approx(5.35, abs=0.01) and ten_splits == pytest.approx(5.5, rel=1e-5)
+
+
+def test_inception_score_on_10500_logits_equals_adms_compute_inception_score():
+    """Issue 19's check: ADM's own function on the same logits (tests/fixtures/imagenet_metrics) gives splits of
+    5000, 5000 and 500; the harness's default agrees within 1e-6 relative, the ten-split rule does not."""
+    logits = np.random.default_rng(5000).normal(0, 3, size=(10500, 1008)).astype(np.float32)   # make_golden.py
+    score, per_split, info = inception_score(logits)
+    assert (info["split_size"], info["splits"], len(per_split)) == (5000, 3, 3)
+    assert abs(score - GOLDEN["inception_score"]["adm"]) <= 1e-6 * GOLDEN["inception_score"]["adm"]
+    ten_splits = inception_score(logits, split_rule="ten-splits-below-50k")[0]
+    assert abs(ten_splits - score) > 1e-3 * score
 
 
 # --------------------------------------------------------------------------------------------- P / R

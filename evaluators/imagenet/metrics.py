@@ -6,7 +6,8 @@ Written from the behaviour of `openai/guided-diffusion: evaluations/evaluator.py
 * Fréchet distance: `scipy.linalg.sqrtm(sigma1 @ sigma2)`; non-finite -> add 1e-6·I to both and retry;
   complex with a diagonal imaginary part above 1e-3 -> error, else the real part (route "sqrtm"). Route
   "eigh" gives the same trace from two symmetric eigendecompositions in float64 (see `trace_sqrt_product`);
-* IS: float32 softmax of pool3 @ W (no bias), in-order splits, mean of the per-split scores;
+* IS: float32 softmax of pool3 @ W (no bias), in-order splits of 5,000 at every count (the last one partial),
+  mean of the per-split scores; the harness's earlier 10 splits below 50,000 remain a named rule;
 * precision/recall: k = 3, squared distances to the 4th smallest distance in the row (self included),
   10,000×10,000 blocks, each block's distances in float16 first and recomputed in float32 only when
   the float16 block has a non-finite value (ADM's `tf.cond`);
@@ -15,6 +16,7 @@ Written from the behaviour of `openai/guided-diffusion: evaluations/evaluator.py
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -99,16 +101,28 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 # --------------------------------------------------------------------------------------------- IS
 
-def is_splits(count: int) -> dict:
-    """ADM's split rule (5000 in order) for >= 50,000 images; below that 10 in-order splits of count // 10."""
-    if count >= ADM_IS_FULL_COUNT:
-        return {"split_size": ADM_IS_SPLIT_SIZE, "splits": -(-count // ADM_IS_SPLIT_SIZE), "dropped": 0,
-                "rule": "ADM: in-order splits of 5000 (last one partial if count is not a multiple)"}
-    if count < 10:
-        raise ImageNetEvalError(f"the Inception Score needs at least 10 images (10 splits), got {count}")
-    return {"split_size": count // 10, "splits": 10, "dropped": count % 10,
-            "rule": f"fewer than {ADM_IS_FULL_COUNT} images: 10 in-order splits of count // 10 (ADM uses 5000); "
-                    f"the last count % 10 images are left out"}
+# ADM's rule is the default: it is what a user comparing against ADM's script gets at any sample count.
+DEFAULT_IS_SPLIT_RULE = "adm"
+IS_SPLIT_RULES = {
+    "adm": "ADM's compute_inception_score: in-order splits of 5000 at every count, the last one partial",
+    "ten-splits-below-50k": f"fewer than {ADM_IS_FULL_COUNT} images: 10 in-order splits of count // 10, the last "
+                            f"count % 10 images left out (ADM uses 5000); from {ADM_IS_FULL_COUNT} on ADM's splits "
+                            f"(the harness's rule up to task version 2)",
+}
+
+
+def is_splits(count: int, split_rule: str = DEFAULT_IS_SPLIT_RULE) -> dict:
+    """How `count` images are split for the IS under `split_rule` (a key of `IS_SPLIT_RULES`)."""
+    if split_rule not in IS_SPLIT_RULES:
+        raise ImageNetEvalError(f"unknown IS split rule {split_rule!r}; choose from {', '.join(IS_SPLIT_RULES)}")
+    named = {"split_rule": split_rule, "rule": IS_SPLIT_RULES[split_rule]}
+    if split_rule == "ten-splits-below-50k" and count < ADM_IS_FULL_COUNT:
+        if count < 10:
+            raise ImageNetEvalError(f"the Inception Score needs at least 10 images (10 splits), got {count}")
+        return {**named, "split_size": count // 10, "splits": 10, "dropped": count % 10}
+    if count < 1:
+        raise ImageNetEvalError(f"the Inception Score needs at least 1 image, got {count}")
+    return {**named, "split_size": ADM_IS_SPLIT_SIZE, "splits": -(-count // ADM_IS_SPLIT_SIZE), "dropped": 0}
 
 
 def softmax_float32(logits: np.ndarray, batch: int = ADM_SOFTMAX_BATCH) -> np.ndarray:
@@ -121,9 +135,9 @@ def softmax_float32(logits: np.ndarray, batch: int = ADM_SOFTMAX_BATCH) -> np.nd
     return out
 
 
-def inception_score(logits: np.ndarray) -> tuple[float, list[float], dict]:
+def inception_score(logits: np.ndarray, split_rule: str = DEFAULT_IS_SPLIT_RULE) -> tuple[float, list[float], dict]:
     """(mean IS, per-split scores, split info): improved-gan's formula on in-order splits, no shuffling."""
-    info = is_splits(len(logits))
+    info = is_splits(len(logits), split_rule)
     preds = softmax_float32(logits)
     used = len(preds) - info["dropped"]
     scores = []
@@ -172,11 +186,12 @@ class _Distances:
         return pairwise_sq_distances(u, v, fp16=False)
 
 
-def manifold_radii(features: torch.Tensor, distances: _Distances, k: int = PR_K,
-                   row_batch: int = PR_BLOCK, col_batch: int = PR_BLOCK) -> torch.Tensor:
-    """Squared distance of every point to its k-th neighbour: the (k+1)-th smallest of its row (self included)."""
+def manifold_radii(features: torch.Tensor, distances: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                   k: int = PR_K, row_batch: int = PR_BLOCK, col_batch: int = PR_BLOCK) -> torch.Tensor:
+    """Squared distance of every point to its k-th neighbour: the (k+1)-th smallest of its row (self included),
+    in the features' dtype (`distances`: squared distances of two row blocks, e.g. a `_Distances`)."""
     count = len(features)
-    radii = torch.empty(count, dtype=torch.float32, device=features.device)
+    radii = torch.empty(count, dtype=features.dtype, device=features.device)     # float32 for P/R as ADM
     for begin1 in range(0, count, row_batch):
         rows = features[begin1:begin1 + row_batch]
         smallest = []                                               # per column block, the k+1 smallest
