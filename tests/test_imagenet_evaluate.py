@@ -37,7 +37,7 @@ def first(sets):
 def test_registered_and_result_record(first, sets):
     record, _ = first
     assert get_evaluator("imagenet") is evaluate_imagenet
-    assert record["schema"] == SCHEMA and record["evaluator"] == {"name": "imagenet", "version": "2", "backend": "adm"}
+    assert record["schema"] == SCHEMA and record["evaluator"] == {"name": "imagenet", "version": "3", "backend": "adm"}
     values = record["values"]
     assert values["is"] is None and record["unavailable"]["is"] == UNAVAILABLE_IS
     assert 0 <= values["precision"] <= 1 and 0 <= values["recall"] <= 1 and np.isfinite(values["kid"])
@@ -118,6 +118,13 @@ def test_cli_eval_dry_run_and_json(sets, tmp_path):
     assert dry.exit_code == 0, dry.output
     plan = json.loads(dry.output)
     assert plan["samples"]["count"] == 12 and plan["metrics"] == ["fid", "sfid", "precision", "recall", "kid"]
+    assert plan["is_split_rule"] == "adm"
+    ten = runner.invoke(_cli(), ["eval", "imagenet", str(sets[0]), "--ref", str(sets[1]), "--weights", "offline",
+                                 "--is-splits", "ten-splits-below-50k", "--dry-run"])
+    assert ten.exit_code == 0 and json.loads(ten.output)["is_split_rule"] == "ten-splits-below-50k"
+    wrong = runner.invoke(_cli(), ["eval", "imagenet", str(sets[0]), "--ref", str(sets[1]), "--is-splits", "five",
+                                   "--dry-run"])
+    assert wrong.exit_code == 1 and "unknown IS split rule 'five'" in wrong.output
     out = tmp_path / "metrics.json"
     run = runner.invoke(_cli(), ["eval", "imagenet", str(sets[0]), "--ref", str(sets[1]), "--weights", "offline",
                                  "--metrics", "kid", "--out", str(out), "--label", "variant=digits",

@@ -33,7 +33,9 @@ from evaluators.imagenet.inception import (
 )
 from evaluators.imagenet.metrics import (
     DEFAULT_FRECHET_ROUTE,
+    DEFAULT_IS_SPLIT_RULE,
     FRECHET_ROUTES,
+    IS_SPLIT_RULES,
     KID_SEED,
     KID_SUBSETS,
     PR_BLOCK,
@@ -71,6 +73,7 @@ class Plan:
     cache: Cache
     unavailable: dict[str, str] = field(default_factory=dict)
     frechet: str = DEFAULT_FRECHET_ROUTE
+    is_split_rule: str = DEFAULT_IS_SPLIT_RULE
 
     @property
     def computed(self) -> tuple[str, ...]:
@@ -83,6 +86,7 @@ class Plan:
                            "resolution": list(self.samples.resolution)},
                "reference": reference_summary(self.reference), "weights": self.weights.card(),
                "device": str(self.device), "batch_size": self.batch_size, "frechet": self.frechet,
+               "is_split_rule": self.is_split_rule,
                "cache_root": str(self.cache.root) if self.cache.root else None}
         if self.backend == "adm" and self.cache.root:
             sets = {"samples": self.samples, "reference": self.reference.images}
@@ -106,12 +110,14 @@ def _normalise_metrics(metrics) -> tuple[str, ...]:
 
 def plan_imagenet(samples, reference, *, backend: str = "adm", metrics=None, batch_size: int | None = None,
                   device=None, cache_dir=None, weights: str = "auto", expected_samples: int | None = None,
-                  frechet: str = DEFAULT_FRECHET_ROUTE) -> Plan:
+                  frechet: str = DEFAULT_FRECHET_ROUTE, is_split_rule: str = DEFAULT_IS_SPLIT_RULE) -> Plan:
     """Open and validate inputs, resolve weights and check the protocol; computes no features."""
     if backend not in BACKENDS:
         raise ImageNetEvalError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     if frechet not in FRECHET_ROUTES:
         raise ImageNetEvalError(f"unknown Fréchet route {frechet!r}; choose from {', '.join(FRECHET_ROUTES)}")
+    if is_split_rule not in IS_SPLIT_RULES:
+        raise ImageNetEvalError(f"unknown IS split rule {is_split_rule!r}; choose from {', '.join(IS_SPLIT_RULES)}")
     metrics = _normalise_metrics(metrics)
     cache = Cache(cache_dir)
     sample_set = open_images(samples, name="samples")
@@ -137,7 +143,7 @@ def plan_imagenet(samples, reference, *, backend: str = "adm", metrics=None, bat
         unavailable.update(backend_unavailable(backend))
     unavailable = {metric: reason for metric, reason in unavailable.items() if metric in metrics}
     return Plan(sample_set, ref, chosen, backend, metrics, device, batch_size or default_batch_size(device), cache,
-                unavailable, frechet)
+                unavailable, frechet, is_split_rule)
 
 
 def _code_digest() -> str:
@@ -164,7 +170,7 @@ def _protocol(plan: Plan) -> dict:
                 **({"sqrtm": "scipy.linalg.sqrtm", "eps": 1e-6, "imaginary_atol": 1e-3} if plan.frechet == "sqrtm"
                    else {}),
                 "reference_statistics": "file" if "mu" in plan.reference.stat_keys else "reference images"},
-        "is": {**(is_splits(count) if count >= 10 else {}), "order": "file order, no shuffling",
+        "is": {**(is_splits(count, plan.is_split_rule) if count >= 10 else {}), "order": "file order, no shuffling",
                "softmax": "float32", "reported": "mean of the split scores"},
         "precision_recall": {"k": PR_K, "distance": "squared euclidean", "fp16_distances": True,
                              "fp32_fallback": "per block, when the fp16 block is not finite",
@@ -188,7 +194,7 @@ def _run_adm(plan: Plan, progress: bool) -> tuple[dict, dict]:
     ref_key = feature_key(ref.images.content_hash(memo), weights) if need_ref else None
     memo_key = hashlib.sha256(json.dumps({
         "code": _code_digest(), "samples": sample_key, "reference": [ref.sha256, ref_key, list(ref.stat_keys)],
-        "metrics": sorted(want), "frechet": plan.frechet}, sort_keys=True).encode()).hexdigest()
+        "metrics": sorted(want), "frechet": plan.frechet, "is_split_rule": plan.is_split_rule}, sort_keys=True).encode()).hexdigest()
     cached = plan.cache.read_metrics(memo_key)
     if cached is not None:         # same samples, reference, metrics and code: the stored values
         extra = {**cached["extra"], "cache": {"samples_features": "not read", "reference_features": "not read",
@@ -217,7 +223,7 @@ def _run_adm(plan: Plan, progress: bool) -> tuple[dict, dict]:
             timings[metric] = time.perf_counter() - clock
     if "is" in want:
         clock = time.perf_counter()
-        values["is"], extra["is_split_scores"], extra["is_splits"] = inception_score(smp.logits)
+        values["is"], extra["is_split_scores"], extra["is_splits"] = inception_score(smp.logits, plan.is_split_rule)
         timings["is"] = time.perf_counter() - clock
     if want & {"precision", "recall"}:
         clock = time.perf_counter()
@@ -271,7 +277,8 @@ def sampler_and_model(samples) -> tuple[dict, dict]:
 def evaluate_imagenet(samples, reference, *, backend: str = "adm", metrics=None, batch_size: int | None = None,
                       device=None, cache_dir=None, weights: str = "auto", expected_samples: int | None = None,
                       progress: bool = False, run: dict | None = None, model: dict | None = None,
-                      sampler: dict | None = None, frechet: str = DEFAULT_FRECHET_ROUTE) -> dict:
+                      sampler: dict | None = None, frechet: str = DEFAULT_FRECHET_ROUTE,
+                      is_split_rule: str = DEFAULT_IS_SPLIT_RULE) -> dict:
     """Score `samples` against `reference`; returns a result record (`pixeldit.infra.results.make_result`).
 
     samples: ADM `.npz` (`arr_0` uint8 NHWC), `.npy`, a folder of PNG/JPEG, a prepared dataset or a uint8
@@ -284,7 +291,8 @@ def evaluate_imagenet(samples, reference, *, backend: str = "adm", metrics=None,
     """
     started = time.perf_counter()
     plan = plan_imagenet(samples, reference, backend=backend, metrics=metrics, batch_size=batch_size, device=device,
-                         cache_dir=cache_dir, weights=weights, expected_samples=expected_samples, frechet=frechet)
+                         cache_dir=cache_dir, weights=weights, expected_samples=expected_samples, frechet=frechet,
+                         is_split_rule=is_split_rule)
     if plan.backend == "adm":
         values, extra = _run_adm(plan, progress)
         unavailable, protocol = {}, _protocol(plan)

@@ -15,7 +15,7 @@ from rich.table import Table
 from evaluators.imagenet.errors import ImageNetEvalError
 from evaluators.imagenet.evaluate import BACKENDS, METRICS, plan_imagenet
 from evaluators.imagenet.inception import resolve_weights
-from evaluators.imagenet.metrics import DEFAULT_FRECHET_ROUTE, FRECHET_ROUTES
+from evaluators.imagenet.metrics import DEFAULT_FRECHET_ROUTE, DEFAULT_IS_SPLIT_RULE, FRECHET_ROUTES, IS_SPLIT_RULES
 from evaluators.imagenet.reference import DEFAULT_PR_IMAGES, build_reference, open_reference, reference_summary
 from evaluators.imagenet.sources import open_images
 from evaluators.registry import evaluate
@@ -78,6 +78,9 @@ def eval_imagenet(
     frechet: Annotated[str, typer.Option(help="How tr sqrt(S1 S2) is computed for FID/sFID: "
                                               + "; ".join(f"{k}: {v}" for k, v in FRECHET_ROUTES.items()))]
     = DEFAULT_FRECHET_ROUTE,
+    is_splits: Annotated[str, typer.Option("--is-splits", help="How the Inception Score splits the samples: "
+                                           + "; ".join(f"{k}: {v}" for k, v in IS_SPLIT_RULES.items()))]
+    = DEFAULT_IS_SPLIT_RULE,
     label: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE for the result's run section (repeatable), "
                                                             "e.g. variant=PixelDiT-XL group=ablation.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate inputs, print the plan, compute nothing.")]
@@ -96,13 +99,14 @@ def eval_imagenet(
         with exits_on(ImageNetEvalError):
             plan = plan_imagenet(samples, ref, backend=backend, metrics=metrics, batch_size=batch_size,
                                  device=_device(device), cache_dir=cache_dir, weights=weights,
-                                 expected_samples=expected_samples, frechet=frechet)
+                                 expected_samples=expected_samples, frechet=frechet, is_split_rule=is_splits)
             console.print_json(json.dumps({**plan.summary(), "run": run, "out": str(out)}, default=str))
         return
     with exits_on(ImageNetEvalError):
         record = evaluate("imagenet", [samples, ref], out, backend=backend, metrics=metrics, batch_size=batch_size,
                           device=_device(device), cache_dir=cache_dir, weights=weights,
-                          expected_samples=expected_samples, progress=True, run=run, frechet=frechet)
+                          expected_samples=expected_samples, progress=True, run=run, frechet=frechet,
+                          is_split_rule=is_splits)
     if current_world()[0] == 0:
         print_result(record)
         console.print(f"result written to {out}")
