@@ -172,3 +172,27 @@ def test_fid_and_sfid_of_a_set_with_itself_end_to_end(sets):
     """Real 2048-d and 2023-d sqrtm (singular covariances from 12 images) on 2 cores: 30-60 s."""
     record = evaluate_imagenet(sets[0], sets[0], metrics=["fid", "sfid"], weights="offline")
     assert abs(record["values"]["fid"]) < 1e-3 and abs(record["values"]["sfid"]) < 1e-3
+
+
+def test_damaged_cache_entries_are_discarded_and_recomputed(sets, tmp_path):
+    """Issue 17: rows of a cached pool3.npy overwritten (shape kept) and an edited metric memo were once reported as
+    they were; now both fail their recorded sha256, are discarded with a warning, and the values come back."""
+    cache = tmp_path / "cache"
+    first = evaluate_imagenet(*sets, metrics=["fid", "kid"], weights="offline", cache_dir=cache)
+    memo = next((cache / "metrics").glob("*.json"))
+    edited = json.loads(memo.read_text())
+    edited["values"]["fid"] = 1.0
+    memo.write_text(json.dumps(edited))
+    with pytest.warns(UserWarning, match="memoised metric values .* do not match the sha256"):
+        again = evaluate_imagenet(*sets, metrics=["fid", "kid"], weights="offline", cache_dir=cache)
+    assert again["values"] == first["values"] and again["extra"]["cache"]["metrics"] == "miss"
+    assert again["extra"]["cache"]["samples_features"] == "hit"
+
+    key = first["extra"]["feature_extraction"]["samples"]["key"]
+    pool3 = np.load(cache / "features" / key / "pool3.npy")
+    pool3[:4] = pool3[4:8]
+    np.save(cache / "features" / key / "pool3.npy", pool3)
+    next((cache / "metrics").glob("*.json")).unlink()
+    with pytest.warns(UserWarning, match="cached features .* do not match the sha256 .* extracted again"):
+        third = evaluate_imagenet(*sets, metrics=["fid", "kid"], weights="offline", cache_dir=cache)
+    assert third["values"] == first["values"] and third["extra"]["cache"]["samples_features"] == "miss"

@@ -5,9 +5,12 @@ Cache layout under the cache root (default `$PIXELDIT_CACHE/imagenet`, else `~/.
     features/<key>/pool3.npy     N×2048 float32
     features/<key>/spatial.npy   N×2023 float32 (mixed_6/conv, NHWC, 7 channels)
     features/<key>/logits.npy    N×1008 float32 (only with the full weights)
-    features/<key>/meta.json     count, resolution, weights card, device, timing (written last)
+    features/<key>/meta.json     count, resolution, weights card, device, timing, sha256 of each .npy (written last)
     hashes/<stamp>.json          memoised sha256 of files by (path, size, mtime, inode)
-    metrics/<key>.json           memoised metric values of one (samples, reference, settings, code) tuple
+    metrics/<key>.json           memoised metric values of one (samples, reference, settings, code) tuple + sha256
+
+Every read checks the sha256 recorded at write time: a damaged or edited entry is discarded with a warning
+and recomputed, never used.
 
 `key` = sha256(content hash of the images, feature-network digest, classifier digest, format version). An
 entry is written into a hidden `.partial` directory and renamed into place when complete, so a killed
@@ -28,6 +31,7 @@ import shutil
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -39,10 +43,10 @@ from evaluators.imagenet.errors import InputError
 from evaluators.imagenet.inception import InceptionFeatures, InceptionWeights
 from evaluators.imagenet.sources import HashMemo, ImageSource
 from pixeldit.infra.devices import all_ranks_agree, batch_aligned_share, current_world, gather_rows
-from pixeldit.infra.files import write_json_atomic
+from pixeldit.infra.files import sha256_file, write_json_atomic
 from pixeldit.infra.progress import Progress
 
-FORMAT = "pixeldit-bench/imagenet-features/v2"   # v2: channels-last extraction on CPU
+FORMAT = "pixeldit-bench/imagenet-features/v3"   # v2: channels-last extraction on CPU; v3: sha256 per array
 DIMS = {"pool3": 2048, "spatial": 2023, "logits": 1008}
 
 
@@ -79,14 +83,33 @@ class Cache:
         if path is None or not path.is_file():
             return None
         try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+            stored = json.loads(path.read_text())
+            payload = {"values": stored["values"], "extra": stored["extra"]}
+            intact = stored["sha256"] == _payload_sha256(payload)
+        except (OSError, json.JSONDecodeError, KeyError, TypeError):
+            intact = False
+        if not intact:
+            _discard(path, "memoised metric values", "it is recomputed")
             return None
+        return payload
 
     def write_metrics(self, key: str, payload: dict) -> None:
         path = self.metrics_path(key)
         if path is not None and current_world()[0] == 0:
-            write_json_atomic(path, payload)
+            write_json_atomic(path, {**payload, "sha256": _payload_sha256(payload)})
+
+
+def _payload_sha256(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _discard(path: Path, what: str, consequence: str) -> None:
+    warnings.warn(f"{what} at {path} do not match the sha256 recorded when they were written (damaged or edited): "
+                  f"discarded, {consequence}", stacklevel=3)
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 @dataclass
@@ -112,16 +135,20 @@ def _names(weights: InceptionWeights) -> list[str]:
 
 
 def load_cached(directory: Path | None, key: str, weights: InceptionWeights) -> FeatureSet | None:
-    """A complete cache entry, memory-mapped; None when absent or damaged (a damaged one is removed)."""
+    """A complete cache entry, memory-mapped, whose files have the sha256 recorded when they were written;
+    None when absent or damaged (a damaged one is removed, with a warning)."""
     if directory is None or not (directory / "meta.json").is_file():
         return None
     try:
         meta = json.loads((directory / "meta.json").read_text())
-        arrays = {name: np.load(directory / f"{name}.npy", mmap_mode="r") for name in _names(weights)}
+        names = _names(weights)
+        if any(sha256_file(directory / f"{name}.npy") != meta["sha256"][name] for name in names):
+            raise ValueError("checksum mismatch")
+        arrays = {name: np.load(directory / f"{name}.npy", mmap_mode="r") for name in names}
         if any(arrays[name].shape != (meta["count"], DIMS[name]) for name in arrays):
             raise ValueError("shape mismatch")
-    except (OSError, ValueError, KeyError, json.JSONDecodeError):
-        shutil.rmtree(directory, ignore_errors=True)
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
+        _discard(directory, "cached features", "they are extracted again")
         return None
     return FeatureSet(key, meta["count"], arrays["pool3"], arrays["spatial"], arrays.get("logits"), True, 0.0, meta)
 
@@ -216,6 +243,7 @@ def extract(source: ImageSource, weights: InceptionWeights, get_extractor: Calla
         for array in arrays.values():
             array.flush()
         del arrays
+        meta["sha256"] = {name: sha256_file(work / f"{name}.npy") for name in names}
         (work / "meta.json").write_text(json.dumps(meta, indent=1))
         try:
             os.rename(work, final)
