@@ -6,12 +6,12 @@
 # Needs root and apt access to Debian's repositories (CI: a fresh Debian container, no systemd, no cgroups).
 #
 # Accounting is off (accounting_storage/none; no slurmdbd, no database). snakemake-executor-plugin-slurm 2.8.0
-# polls job states with `sacct` by default, which then only answers "accounting storage is disabled", but it
-# takes `--slurm-status-command squeue`, and keeps squeue when MinJobAge >= 3 × its first poll interval: the
-# test asks for squeue, and MinJobAge=300 keeps finished jobs visible to squeue for 5 minutes. With a job
-# account (the test passes one) the plugin checks it with sacctmgr, then sshare; without accounting both
-# answer nothing and the plugin submits with the account unchecked, which slurmctld accepts.
-# Because there are no cgroups: ProctrackType=proctrack/linuxproc, TaskPlugin=task/none.
+# polls job states with `sacct` by default, which then only answers "accounting storage is disabled"; it also
+# takes `--slurm-status-command squeue` and keeps squeue when MinJobAge >= 3 x its first poll interval. The test
+# asks for squeue; MinJobAge=3600 keeps finished jobs visible to squeue (and to the test) for an hour. The job
+# account (the test passes one) is checked with sacctmgr, then sshare: without accounting both answer nothing,
+# so the plugin submits with the account unchecked, and slurmctld accepts any account.
+# No cgroups here: ProctrackType=proctrack/linuxproc, TaskPlugin=task/none.
 set -euo pipefail
 conf_dir=/etc/slurm
 state=/var/lib/pixeldit-slurm        # spool, state and logs of this test cluster only
@@ -67,7 +67,7 @@ JobCompType=jobcomp/none
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU_Memory
-MinJobAge=300
+MinJobAge=3600
 ReturnToService=2
 NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$memory_mb State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
