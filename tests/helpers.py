@@ -1,10 +1,15 @@
 """Builders the tests share (fixture files, tiny models, CLI apps), so no test module imports another."""
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 import typer
+import yaml
+from PIL import Image
 
 from evaluators.dpg.layout import write_grid
 from evaluators.dpg.questions import COLUMNS
@@ -73,3 +78,51 @@ def random_autoencoder(shift=0.0, scale=SD_VAE_SCALE) -> LatentAutoencoder:
     vae = build_vae(TINY_AE)
     channels = TINY_AE["latent_channels"]
     return LatentAutoencoder(vae, torch.full((channels,), shift), torch.full((channels,), scale), name="random")
+
+
+# ------------------------------------------------------------------------------------------------
+# The Snakemake workflow: this interpreter's snakemake in the repository, and the tiny benchmark config
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+# Rules call `pixeldit-bench`: put this interpreter's scripts folder first, as the bootstrap's venv does.
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1",
+       "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
+
+
+def snakemake(*args, cwd=REPO, timeout=300):
+    return subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+def write_tiny_benchmark(tmp_path, kimg=12, runtime=1):
+    """A config for the real DAG on 40 random 16x16 images: minutes on 2 cores, every stage exercised.
+
+    kimg: the run's budget. The default 12 leaves ~20 s of training after the first state, so the kill test's
+    Ctrl-C lands mid-training (at 2 kimg the remaining 1 kimg took ~2 s and once finished before it arrived).
+    runtime: minutes each train/sample/eval job may take, which only a scheduler enforces.
+    """
+    source = tmp_path / "source"
+    rng = np.random.default_rng(0)
+    for index in range(40):
+        folder = source / f"class{index % 10}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / f"{index}.png")
+    results = tmp_path / "results"
+    config = {
+        "name": "tiny", "results": str(results),
+        "dataset": {"name": "tiny16", "source": str(source), "resolution": 16},
+        "reference": {"file": str(results / "refs" / "tiny16.npz"), "split": "train"},
+        "runs": {"t4": {"preset": "digits32-t4-smoke", "kimg": kimg, "eval_kimg": [1, 2], "group": "ablation",
+                        "variant": "pixeldit", "set": {"resolution": 16, "state_kimg": 1, "snapshot_kimg": 1}}},
+        "sampling": {"n": 20, "shard_size": 10, "seed": 0, "batch_size": 10,
+                     "samplers": ["euler-steps4-cfg1.0-int0.0-1.0-shift1.0"]},
+        "evaluators": ["imagenet"],
+        "resources": {key: 1 for key in ("train_threads", "train_mem_mb", "sample_threads", "sample_mem_mb",
+                                         "eval_threads", "eval_mem_mb")}
+                     | {f"{stage}_runtime": runtime for stage in ("train", "sample", "eval")}
+                     | {"train_gpus": 0, "sample_gpus": 0, "eval_gpus": 0},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, results

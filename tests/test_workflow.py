@@ -3,25 +3,12 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
-import yaml
+from helpers import ENV, REPO, SNAKEMAKE, snakemake, write_tiny_benchmark
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "workflow" / "config").glob("*.yaml"))
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-
-
-# Rules call `pixeldit-bench`: put this interpreter's scripts folder first, as the bootstrap's venv does.
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1",
-       "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
-
-
-def snakemake(*args, cwd=REPO, timeout=300):
-    return subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=ENV)
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
@@ -53,41 +40,9 @@ def test_t2i_configs_plan_import_or_training_generation_and_scoring(config, jobs
         assert "t2i generate" in result.stdout and "--prompts geneval --sampler paper-t2i-1024" in result.stdout
 
 
-def _tiny_benchmark(tmp_path):
-    """A config for the real DAG on 40 random 16x16 images: minutes on 2 cores, every stage exercised."""
-    import numpy as np
-    from PIL import Image
-
-    source = tmp_path / "source"
-    rng = np.random.default_rng(0)
-    for index in range(40):
-        folder = source / f"class{index % 10}"
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / f"{index}.png")
-    results = tmp_path / "results"
-    config = {
-        "name": "tiny", "results": str(results),
-        "dataset": {"name": "tiny16", "source": str(source), "resolution": 16},
-        "reference": {"file": str(results / "refs" / "tiny16.npz"), "split": "train"},
-        # 12 kimg: ~20 s of training after the first state, so the kill below lands mid-training (at 2 kimg
-        # the remaining 1 kimg took ~2 s and once finished before Ctrl-C arrived).
-        "runs": {"t4": {"preset": "digits32-t4-smoke", "kimg": 12, "eval_kimg": [1, 2], "group": "ablation",
-                        "variant": "pixeldit", "set": {"resolution": 16, "state_kimg": 1, "snapshot_kimg": 1}}},
-        "sampling": {"n": 20, "shard_size": 10, "seed": 0, "batch_size": 10,
-                     "samplers": ["euler-steps4-cfg1.0-int0.0-1.0-shift1.0"]},
-        "evaluators": ["imagenet"],
-        "resources": {key: 1 for key in ("train_threads", "train_mem_mb", "train_runtime", "sample_threads",
-                                         "sample_mem_mb", "sample_runtime", "eval_threads", "eval_mem_mb",
-                                         "eval_runtime")} | {"train_gpus": 0, "sample_gpus": 0, "eval_gpus": 0},
-    }
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path, results
-
-
 @pytest.mark.slow
 def test_the_dag_resumes_after_a_kill_does_nothing_twice_and_reruns_only_what_a_deletion_needs(tmp_path):
-    config, results = _tiny_benchmark(tmp_path)
+    config, results = write_tiny_benchmark(tmp_path)
     base = [*SNAKEMAKE, "--cores", "2", "--configfile", str(config)]
     env = ENV
     # SIGINT back to its default: a test run started in the background (`cmd &`) inherits it ignored.
