@@ -92,6 +92,19 @@ def test_network_round_trip_and_wrong_architecture(tmp_path):
         load_weights_into(other, path)
 
 
+def test_equal_networks_are_equal_bytes(tmp_path):
+    """Issue 17: safetensors writes metadata in hash-map order, so bit-identical weights got different sha256s;
+    with the header sorted, five saves of one network are one file, and it still loads."""
+    model = build_network("PixelDiT-T/4")
+    metadata = {f"key{index}": index for index in range(12)} | {"kimg": 3, "résumé": "non-ASCII stays"}
+    files = {save_network(tmp_path / f"snap{index}.safetensors", model.config, net=model.state_dict(),
+                          ema=model.state_dict(), metadata=metadata).read_bytes() for index in range(5)}
+    assert len(files) == 1
+    loaded, meta = load_network(tmp_path / "snap0.safetensors")
+    assert meta["kimg"] == 3 and meta["résumé"] == "non-ASCII stays"
+    assert load_file(tmp_path / "snap0.safetensors").keys() == {f"{s}.{key}" for s in ("net", "ema") for key in model.state_dict()}
+
+
 def test_corrupt_or_foreign_network_files_are_refused(tmp_path):
     model = build_network("PixelDiT-T/4")
     path = save_network(tmp_path / "snap.safetensors", model.config, net=model.state_dict())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from pathlib import Path
 
 import torch
@@ -39,11 +40,27 @@ def save_network(path: str | os.PathLike, config: ModelConfig, *, net: dict | No
               **{k: json.dumps(v) for k, v in (metadata or {}).items()}}
     with atomic_path(path) as temp:
         save_file(tensors, temp, metadata=header)
+        _sort_header(temp)
     sidecar = {"format": FORMAT, "family": family_of(config), "config": config.to_dict(),
                "weights": sorted({k.split(".")[0] for k in tensors}),
                **(metadata or {})}
     path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
     return path
+
+
+def _sort_header(path: Path) -> None:
+    """Rewrite a safetensors header with its keys sorted. safetensors writes metadata keys in hash-map order,
+    different on every save, so equal tensors gave different file sha256s; sorted, equal networks give equal
+    bytes and provenance hashes compare them. Same content, same compact length: rewritten in place."""
+    with open(path, "r+b") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        canonical = json.dumps(json.loads(handle.read(length)), sort_keys=True, separators=(",", ":"),
+                               ensure_ascii=False).encode()
+        if len(canonical) > length:
+            raise ValueError(f"{path}: the sorted safetensors header ({len(canonical)} bytes) does not fit "
+                             f"the written one ({length} bytes)")
+        handle.seek(8)
+        handle.write(canonical.ljust(length))            # safetensors pads its header with spaces too
 
 
 def read_network_header(path: str | os.PathLike) -> tuple[ModelConfig, dict, list[str]]:
