@@ -32,6 +32,8 @@ import json
 import math
 import os
 import time
+import types
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +49,7 @@ from pixeldit.infra.devices import peak_memory_mib, setup_distributed
 from pixeldit.infra.files import atomic_torch_save
 from pixeldit.infra.progress import Progress
 from pixeldit.infra.runs import latest_state, snapshot_path
-from pixeldit.models import build_network, family_of, models_in, save_network
+from pixeldit.models import ABLATION_LADDER, build_network, family_of, models_in, save_network
 from pixeldit.models.autoencoder import load_autoencoder
 from pixeldit.models.io import load_state, read_network_header
 from pixeldit.models.t2i import DataTimeVelocity
@@ -97,6 +99,12 @@ class TrainConfig:
     text: dict | None = None              # {"encoder": "all-minilm-l6-v2", "captions": "digits"} for a T2I model
 
     def __post_init__(self):
+        _check_field_types(self)
+        if self.ablation is not None and self.ablation not in ABLATION_LADDER:
+            raise ValueError(f"unknown ablation rung {self.ablation!r}; known: {', '.join(ABLATION_LADDER)}")
+        for name in ("batch_size", "lr"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be positive")
         if self.total_kimg < 1:   # 0 would exit 0 naming a snapshot it never wrote
             raise ValueError(f"total_kimg={self.total_kimg}: the training budget must be at least 1 kimg")
         if self.prediction not in flow.PREDICTIONS:
@@ -141,6 +149,32 @@ class TrainConfig:
 
     def run_name(self) -> str:
         return f"{self.preset}-{self.seed}"
+
+
+def _fits(value, expected) -> bool:
+    if expected is type(None):
+        return value is None
+    if expected is float:                       # JSON's 2 is a fine learning rate; True is not
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is tuple:
+        return isinstance(value, (tuple, list))
+    return isinstance(value, typing.get_origin(expected) or expected)
+
+
+def _check_field_types(config: "TrainConfig") -> None:
+    """Every field has its annotated type (a `--set lr=fast` is refused here, before a run folder is made)."""
+    hints = typing.get_type_hints(type(config))
+    for field in dataclasses.fields(config):
+        expected = hints[field.name]
+        allowed = typing.get_args(expected) if isinstance(expected, types.UnionType) else (expected,)
+        value = getattr(config, field.name)
+        if not any(_fits(value, kind) for kind in allowed):
+            names = " or ".join("null" if kind is type(None) else getattr(kind, "__name__", str(kind))
+                                for kind in allowed)
+            raise ValueError(f"{field.name}={value!r} is not of type {names} (from the preset or --set "
+                             f"{field.name}=...)")
 
 
 # Settings a resumed run may change without invalidating its state.
@@ -202,9 +236,9 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
     is_main = rank == 0
     run_dir = Path(run_dir)
     final_snapshot = snapshot_path(run_dir, config.total_kimg)
+    batch_per_rank, batch_gpu = _batch_split(config, world_size)   # checked before the run folder is written
     log = _open_run_dir(config, run_dir, is_main)
     data = training_data(config, device)                      # images, latents or captioned images
-    batch_per_rank, batch_gpu = _batch_split(config, world_size)
 
     # ---------------------------------------------------------------- model, EMA, optimiser, REPA
     torch.manual_seed(config.seed)

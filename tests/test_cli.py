@@ -123,3 +123,22 @@ def test_console_script_and_module_behave_the_same():
     assert via_module.returncode == 0, via_module.stderr
     via_runner = runner.invoke(app, ["models", "--json", "--res", "32"])
     assert json.loads(via_module.stdout) == json.loads(via_runner.output)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("lr=fast", "lr='fast' is not of type float"),
+    ("batch_size=3.5", "batch_size=3.5 is not of type int"),
+    ("batch_size=0", "batch_size=0 must be positive"),
+    ("ablation=vanila-dit", "unknown ablation rung 'vanila-dit'; known: vanilla-dit"),
+    ("ema_decay=true", "ema_decay=True is not of type float or null"),
+])
+def test_bad_training_settings_fail_before_anything_is_written(tiny_dataset, tmp_path, setting, message):
+    """Issue 17: these were tracebacks (or a late error) after config.json was written, which then blocked the
+    corrected command as "started with other settings"."""
+    out = tmp_path / "run"
+    for extra in (["--dry-run"], []):
+        result = CliRunner().invoke(app, ["train", "digits32-s4", "--dataset", str(tiny_dataset), "--out", str(out),
+                                          "--set", setting, *extra])
+        assert result.exit_code == EXIT_BAD_INPUT and message in result.output, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        assert not out.exists()
