@@ -14,16 +14,45 @@ def distributed_world() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+def local_rank() -> int:
+    """This process's index on its machine under torchrun (LOCAL_RANK); 0 otherwise."""
+    return int(os.environ.get("LOCAL_RANK", 0))
+
+
+class DeviceError(ValueError):
+    """A device was asked for that this machine or this torch build does not have."""
+
+
+DEVICE_HINT = "use --device auto (the GPU when there is one, else the CPU) or --device cpu"
+
+
 def resolve_device(device: str | torch.device | None = "auto", *, mps: bool = False) -> torch.device:
     """'auto' or None: this process's GPU (LOCAL_RANK under torchrun), Apple's MPS when `mps` allows it, else
-    the CPU; anything else is passed to torch.device as it is."""
-    if device is not None and str(device) != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    if mps and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    the CPU; anything else must name a device this machine has ('cuda' alone means this process's GPU)."""
+    if device is None or str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank())
+        if mps and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        raise DeviceError(f"unknown device {str(device)!r}; {DEVICE_HINT}, cuda or cuda:N") from None
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+            raise DeviceError(f"--device {device}: no CUDA device is usable here (torch {torch.__version__} is "
+                              f"{build}); {DEVICE_HINT}")
+        index = local_rank() if chosen.index is None else chosen.index
+        if index >= torch.cuda.device_count():
+            raise DeviceError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                              f"numbered from 0; {DEVICE_HINT}")
+        return torch.device("cuda", index)
+    if chosen.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                     and torch.backends.mps.is_available()):
+        raise DeviceError(f"--device {device}: Apple's MPS is not available on this machine; {DEVICE_HINT}")
+    return chosen
 
 
 def setup_distributed(device: str | torch.device | None = "auto") -> tuple[int, int, torch.device]:
