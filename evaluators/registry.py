@@ -21,7 +21,7 @@ from typing import Any, Callable
 import yaml
 
 from pixeldit.infra.devices import current_world
-from pixeldit.infra.files import write_json_atomic
+from pixeldit.infra.files import check_writable, write_json_atomic
 from pixeldit.infra.results import SCHEMA
 
 # One line per benchmark package under evaluators/ (import order: cheap ones first).
@@ -83,6 +83,7 @@ def get_evaluator(name: str) -> Callable:
 def evaluate(name: str, inputs: list[str | os.PathLike], out: str | os.PathLike, **options) -> dict[str, Any]:
     """Run evaluator `name` on `inputs` and write its one result JSON to `out`, after checking the record is a
     result of this evaluator at its task spec's version."""
+    check_writable(out)                  # before the work, not after it
     record = get_evaluator(name)(*inputs, **options)
     spec = load_task(name)
     version = spec["version"]

@@ -1,4 +1,4 @@
-"""`python -m pixeldit.cli` (what torchrun runs): the same app as the `pixeldit-bench` script."""
-from pixeldit.cli.main import app
+"""`python -m pixeldit.cli` (what torchrun runs): the same entry point as the `pixeldit-bench` script."""
+from pixeldit.cli.main import main
 
-app()
+main()

@@ -7,6 +7,7 @@ Exit codes (documented in the README):
     3  a check failed: the inputs are readable but do not pass (coverage, tiling, layout)
     4  a required external file is missing or does not match its checksum (weights, data)
     5  `compare`: comparable with a caveat (3 there: not comparable)
+   70  an unexpected internal error (a bug): one line on stderr; `pixeldit-bench --debug ...` shows the traceback
 """
 from __future__ import annotations
 
@@ -20,14 +21,16 @@ from rich.console import Console
 from rich.text import Text
 from typer.core import TyperGroup
 
+from pixeldit.infra.devices import DeviceError
 from pixeldit.infra.shards import ShardTilingError
 from pixeldit.infra.weights import ChecksumError, MissingWeightsError
 
 EXIT_BAD_INPUT, EXIT_USAGE, EXIT_CHECK_FAILED, EXIT_MISSING_FILE, EXIT_CAVEAT = 1, 2, 3, 4, 5
+EXIT_INTERNAL = 70   # sysexits.h EX_SOFTWARE
 
 EXIT_CODES_HELP = ("Exit codes: 0 success, 1 bad input, 2 usage error, 3 a check failed (compare: not comparable), "
                    "4 a required external file (weights, data) is missing or fails its checksum, "
-                   "5 compare: comparable with a caveat.")
+                   "5 compare: comparable with a caveat, 70 an internal error (--debug shows its traceback).")
 
 # Piped or redirected output is read by programs and `grep`: rich's 80-column default would cut names in tables
 # (`PixelDiT-X…`). A terminal keeps its own width; an explicit COLUMNS still wins.
@@ -43,10 +46,14 @@ console = Console(soft_wrap=True, width=_width_for(sys.stdout))
 errors = Console(stderr=True, soft_wrap=True, width=_width_for(sys.stderr))
 
 
-def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
-    """Print `message` as an error on stderr and return the exit to raise (`raise fail(...)`)."""
+def print_error(message: str) -> None:
     # Text keeps brackets in paths and settings literal instead of reading them as markup.
     errors.print(Text.assemble(("error: ", "bold red"), message), highlight=False)
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
+    """Print `message` as an error on stderr and return the exit to raise (`raise fail(...)`)."""
+    print_error(message)
     return typer.Exit(code=code)
 
 
@@ -65,6 +72,8 @@ def exits_on(*bad_input: type[BaseException]) -> Iterator[None]:
         raise fail(error_message(error), EXIT_MISSING_FILE) from None
     except ShardTilingError as error:                      # likewise a ValueError
         raise fail(error_message(error), EXIT_CHECK_FAILED) from None
+    except DeviceError as error:                           # every command with --device
+        raise fail(error_message(error), EXIT_BAD_INPUT) from None
     except bad_input as error:
         raise fail(error_message(error), EXIT_BAD_INPUT) from None
 
@@ -86,3 +95,20 @@ class DefaultCommandGroup(TyperGroup):
 def default_command_group(name: str) -> type[DefaultCommandGroup]:
     """A `DefaultCommandGroup` class that runs `name` when no subcommand is given."""
     return type(f"DefaultTo{name.title()}", (DefaultCommandGroup,), {"default_command": name})
+
+
+def debug_requested() -> bool:
+    """`pixeldit-bench --debug ...` or PIXELDIT_DEBUG=1: let unexpected errors show their traceback."""
+    return os.environ.get("PIXELDIT_DEBUG", "") not in ("", "0")
+
+
+def unhandled_error(error: BaseException) -> tuple[str, int]:
+    """(message, exit code) for an error no command turned into a message: a file-system error names the
+    path and the reason (exit 1); anything else is a bug (exit 70) and says how to see its traceback."""
+    if isinstance(error, OSError) and error.strerror:
+        paths = " -> ".join(str(name) for name in (error.filename, error.filename2) if name is not None)
+        where = f"{paths}: " if paths else ""
+        return (f"{where}{error.strerror}; check that the path exists, is a folder where a folder is meant, "
+                f"is writable and that its disk is not full", EXIT_BAD_INPUT)
+    return (f"internal error: {type(error).__name__}: {error_message(error)}; this is a bug in pixeldit-bench: "
+            f"rerun with `pixeldit-bench --debug ...` for the traceback and report it", EXIT_INTERNAL)

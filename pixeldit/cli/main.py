@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -18,7 +20,16 @@ from typer.core import TyperGroup
 from evaluators.registry import EVALUATOR_PACKAGES, evaluate, load_task
 from pixeldit.cli import weights
 from pixeldit.cli.compare import compare_command
-from pixeldit.cli.console import EXIT_CODES_HELP, console, default_command_group, exits_on, fail
+from pixeldit.cli.console import (
+    EXIT_CODES_HELP,
+    console,
+    debug_requested,
+    default_command_group,
+    exits_on,
+    fail,
+    print_error,
+    unhandled_error,
+)
 from pixeldit.cli.data import app as data_app
 from pixeldit.cli.eval_digits import eval_digits
 from pixeldit.cli.eval_dpg import dpg_app, eval_dpg
@@ -48,6 +59,17 @@ class _WorkflowOrderGroup(TyperGroup):
 app = typer.Typer(cls=_WorkflowOrderGroup, no_args_is_help=True, rich_markup_mode="rich", add_completion=False,
                   help="Train, sample, evaluate and report PixelDiT and baselines with the papers' protocols.",
                   epilog=EXIT_CODES_HELP)
+
+
+@app.callback()
+def root_options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an unexpected error "
+                                                          "(also PIXELDIT_DEBUG=1).")] = False,
+) -> None:
+    if debug:
+        os.environ["PIXELDIT_DEBUG"] = "1"
+
+
 eval_app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", add_completion=False,
                        help="Score images with a benchmark's protocol: `eval BENCHMARK INPUT --out FILE`; each "
                             "benchmark's helpers sit under it (`eval imagenet ref build`, `eval dpg check`).")
@@ -241,3 +263,16 @@ app.command("compare")(compare_command)
 app.command("report")(report)
 app.add_typer(weights.app, name="weights")
 app.add_typer(baselines_app, name="baselines", help="Published numbers of baselines, with their sources.")
+
+
+def main(args: list[str] | None = None) -> None:
+    """The `pixeldit-bench` entry point: the app, with one message and exit code for any error a command did
+    not turn into one itself (never a traceback, unless --debug asks for it)."""
+    try:
+        app(args=args, prog_name="pixeldit-bench")
+    except Exception as error:
+        if debug_requested():
+            raise
+        message, code = unhandled_error(error)
+        print_error(message)
+        sys.exit(code)

@@ -6,6 +6,7 @@ so a killed job never leaves a half-written file under the final name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -37,6 +38,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if os.path.exists(temp):
             os.unlink(temp)
+
+
+def check_writable(path: str | os.PathLike) -> Path:
+    """Fail now, not after an hour of work, when `path` could not be written: its nearest existing ancestor
+    must be a writable folder and `path` itself must not be a folder. Raises the OSError the write would."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(ancestor))
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(ancestor))
+    return path
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
