@@ -45,10 +45,9 @@ from pixeldit import flow
 from pixeldit.data import ImageBatches, open_dataset, to_model_range
 from pixeldit.data.captions import cached_caption_embeddings
 from pixeldit.data.latent_cache import open_latent_cache
-from pixeldit.infra.devices import peak_memory_mib, setup_distributed
-from pixeldit.infra.files import atomic_torch_save
+from pixeldit.infra.devices import local_rank, peak_memory_mib, setup_distributed
 from pixeldit.infra.progress import Progress
-from pixeldit.infra.runs import latest_state, snapshot_path
+from pixeldit.infra.runs import load_newest_training_state, save_training_state, snapshot_path
 from pixeldit.models import ABLATION_LADDER, build_network, family_of, models_in, save_network
 from pixeldit.models.autoencoder import load_autoencoder
 from pixeldit.models.io import load_state, read_network_header
@@ -237,8 +236,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
     run_dir = Path(run_dir)
     final_snapshot = snapshot_path(run_dir, config.total_kimg)
     batch_per_rank, batch_gpu = _batch_split(config, world_size)   # checked before the run folder is written
+    data = training_data(config, device)           # images, latents or captioned images; verified before writing
     log = _open_run_dir(config, run_dir, is_main)
-    data = training_data(config, device)                      # images, latents or captioned images
 
     # ---------------------------------------------------------------- model, EMA, optimiser, REPA
     torch.manual_seed(config.seed)
@@ -319,8 +318,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
                          "projector": repa.projector.state_dict() if repa else None,
                          "nimg": nimg, "step": step, "loader": batches.state_dict(), "loss_mean": loss_mean,
                          "torch_rng": torch.get_rng_state()}
-                kimg_name = config.total_kimg if done else next_state // 1000
-                atomic_torch_save(state, run_dir / f"training-state-{kimg_name:07d}.pt")
+                save_training_state(state, run_dir, config.total_kimg if done else next_state // 1000)
             next_state += config.state_kimg * 1000
         if world_size > 1:
             dist.barrier()
@@ -366,9 +364,9 @@ def _batch_split(config: TrainConfig, world_size: int) -> tuple[int, int]:
 def _resume(config: TrainConfig, run_dir: Path, net, ema, optimizer, repa: "Repa | None", log: "_Logger") -> dict:
     """Load the newest complete training state (or initialise from `init_from`); returns the loop's counters."""
     counters = {"nimg": 0, "step": 0, "loader": None, "loss_mean": None}
-    state_file = latest_state(run_dir)
-    if state_file is not None:
-        state = torch.load(state_file, map_location="cpu", weights_only=True)
+    newest = load_newest_training_state(run_dir, log)
+    if newest is not None:
+        state_file, state = newest
         net.load_state_dict(state["net"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
@@ -407,7 +405,9 @@ class PixelImages:
         return f"dataset {self.config.dataset}"
 
     def _open(self):
-        return open_dataset(self.config.dataset, split="train")
+        # Every shard's sha256 against the manifest before the first step, so a damaged shard is refused, not
+        # trained on: one read of the data (measured in the README), by one process per machine.
+        return open_dataset(self.config.dataset, split="train", checksums=local_rank() == 0)
 
     def prepare(self, net, run_dir: Path, is_main: bool, world_size: int) -> None:
         """Checks and caches that need the built model; nothing for images."""

@@ -9,7 +9,7 @@ import typer
 from pixeldit.cli.console import console, exits_on, fail
 from pixeldit.data.digits import DIGITS32_RESOLUTION, prepare_digits32
 from pixeldit.data.folder import list_source, prepare_folder
-from pixeldit.infra.datasets import DatasetError, read_manifest, verify_checksums
+from pixeldit.infra.datasets import DatasetError, read_manifest, rebuild_command, verify_checksums
 
 app = typer.Typer(help="Prepare and inspect datasets (ADM centre crop → uint8 shards + manifest).",
                   no_args_is_help=True)
@@ -86,7 +86,7 @@ def info(
     bad = verify_checksums(path, manifest)
     if bad:
         raise fail(f"checksum mismatch or missing file in {path}: {', '.join(bad)}; rebuild with "
-              f"`{manifest['prepare_command']} --overwrite`")
+                   f"`{rebuild_command(path, manifest)}`")
     console.print(f"checksums: all {len(manifest['shards']) + 1} files match")
 
 

@@ -48,6 +48,15 @@ def prepare_command(source: str, out: str | os.PathLike, resolution: int) -> str
     return f"pixeldit-bench data prepare {shlex.quote(str(source))} --out {shlex.quote(str(out))} --res {resolution}"
 
 
+def rebuild_command(path: str | os.PathLike, manifest: Mapping[str, Any]) -> str:
+    """The stored `prepare_command` aimed at where the dataset is now (it may have been moved or copied since
+    it was built), with --overwrite: what every error about a damaged dataset tells the user to run."""
+    words = shlex.split(manifest.get("prepare_command") or "pixeldit-bench data prepare SRC --out OUT")
+    if "--out" in words[:-1]:
+        words[words.index("--out") + 1] = str(path)
+    return shlex.join([*words, "--overwrite"])
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -222,23 +231,22 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     try:
         _validate_manifest(manifest, path)
     except DatasetError as error:
-        rebuild = manifest.get("prepare_command", "pixeldit-bench data prepare")
-        raise DatasetError(f"{error}; rebuild with `{rebuild} --overwrite`") from None
+        raise DatasetError(f"{error}; rebuild with `{rebuild_command(path, manifest)}`") from None
     return manifest
 
 
 def _load_array(path: Path, shape: tuple[int, ...], dtype: np.dtype, rebuild: str) -> np.ndarray:
     """Memory-map one `.npy` file and check it has the shape the manifest promises (catches truncation)."""
     if not path.is_file():
-        raise DatasetError(f"{path} is missing; rebuild the dataset with `{rebuild} --overwrite`")
+        raise DatasetError(f"{path} is missing; rebuild the dataset with `{rebuild}`")
     try:
         array = np.load(path, mmap_mode="r")
     except (ValueError, OSError, EOFError) as error:
-        raise DatasetError(f"{path} is corrupt ({error}); rebuild the dataset with `{rebuild} --overwrite`") \
+        raise DatasetError(f"{path} is corrupt ({error}); rebuild the dataset with `{rebuild}`") \
             from None
     if array.shape != shape or array.dtype != dtype:
         raise DatasetError(f"{path} holds {array.shape} {array.dtype}, the manifest promises {shape} "
-                           f"{np.dtype(dtype)}; rebuild the dataset with `{rebuild} --overwrite`")
+                           f"{np.dtype(dtype)}; rebuild the dataset with `{rebuild}`")
     return array
 
 
@@ -315,21 +323,21 @@ def open_dataset(path: str | os.PathLike, split: str | None = None, *, checksums
     """
     path = Path(path)
     manifest = read_manifest(path)
-    rebuild = manifest["prepare_command"]
+    rebuild = rebuild_command(path, manifest)
     if split is not None and split not in manifest["splits"]:
         raise DatasetError(f"{path} has no split {split!r}; it has {sorted(manifest['splits'])}")
     if checksums:
         bad = verify_checksums(path, manifest)
         if bad:
             raise DatasetError(f"checksum mismatch in {path}: {', '.join(bad)}; rebuild the dataset with "
-                               f"`{rebuild} --overwrite`")
+                               f"`{rebuild}`")
     image_shape = (manifest["resolution"], manifest["resolution"], 3)
     shards = tuple(_load_array(path / entry["file"], (entry["count"], *image_shape), np.dtype(np.uint8), rebuild)
                    for entry in manifest["shards"])
     labels = _load_array(path / manifest["labels"]["file"], (manifest["count"],), np.dtype(np.int64), rebuild)
     if labels.size and (labels.min() < 0 or labels.max() >= manifest["num_classes"]):
         raise DatasetError(f"{path / manifest['labels']['file']} has labels outside 0..{manifest['num_classes'] - 1}; "
-                           f"rebuild the dataset with `{rebuild} --overwrite`")
+                           f"rebuild the dataset with `{rebuild}`")
     start, stop = manifest["splits"][split] if split is not None else (0, manifest["count"])
     shard_starts = np.cumsum([0] + [entry["count"] for entry in manifest["shards"][:-1]])  # (num_shards,)
     return ImageDataset(path=path, manifest=manifest, split=split, start=start, stop=stop, shards=shards,

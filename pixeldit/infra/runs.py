@@ -2,12 +2,18 @@
 
     network-snapshot-<kimg:07d>.safetensors   EMA (+ raw) weights and metadata, every snapshot_kimg
     training-state-<kimg:07d>.pt               everything `train` needs to resume, every state_kimg
+    training-state-<kimg:07d>.pt.sha256        its sha256, written after it and checked before it is loaded
 """
 from __future__ import annotations
 
 import os
 import re
 from pathlib import Path
+from typing import Callable
+
+import torch
+
+from pixeldit.infra.files import atomic_torch_save, sha256_file, write_bytes_atomic
 
 SNAPSHOT_PATTERN = re.compile(r"network-snapshot-(\d{7})\.safetensors")
 STATE_PATTERN = re.compile(r"training-state-(\d{7})\.pt$")
@@ -20,6 +26,53 @@ def snapshot_path(run_dir: Path, kimg: int) -> Path:
 def latest_state(run_dir: Path) -> Path | None:
     states = sorted(p for p in run_dir.glob("training-state-*.pt") if STATE_PATTERN.search(p.name))
     return states[-1] if states else None
+
+
+def state_path(run_dir: Path, kimg: int) -> Path:
+    return run_dir / f"training-state-{kimg:07d}.pt"
+
+
+def _checksum_file(state: Path) -> Path:
+    return state.with_name(state.name + ".sha256")
+
+
+def save_training_state(state: dict, run_dir: Path, kimg: int) -> Path:
+    """Write a training state atomically, then its sha256 beside it."""
+    path = atomic_torch_save(state, state_path(run_dir, kimg))
+    write_bytes_atomic(_checksum_file(path), f"{sha256_file(path)}  {path.name}\n".encode())
+    return path
+
+
+def _state_problem(path: Path) -> str | None:
+    """Why a training state cannot be trusted, or None. A state without its .sha256 (killed between the two
+    writes, or written before checksums) is trusted if torch can load it."""
+    checksum = _checksum_file(path)
+    if checksum.is_file():
+        expected = (checksum.read_text().split() or [""])[0]
+        found = sha256_file(path)
+        if found != expected:
+            return f"damaged (sha256 {found}, its {checksum.name} says {expected or 'nothing'})"
+    return None
+
+
+def load_newest_training_state(run_dir: Path, warn: Callable[[str], None]) -> tuple[Path, dict] | None:
+    """The newest training state that passes its checksum and loads, falling back (with a warning) to older
+    ones; None when the run has none. Refuses to start over when states exist but none is usable."""
+    states = sorted((p for p in run_dir.glob("training-state-*.pt") if STATE_PATTERN.search(p.name)), reverse=True)
+    problems = []
+    for path in states:
+        problem = _state_problem(path)
+        if problem is None:
+            try:
+                return path, torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as error:   # whatever torch raises for a truncated or foreign file: unusable
+                problem = f"unreadable ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+        problems.append(f"{path.name} is {problem}")
+        warn(f"{path.name} is {problem}; falling back to the previous training state")
+    if problems:
+        raise ValueError(f"no usable training state in {run_dir}: {'; '.join(problems)}. Move these files away to "
+                         f"train again from the start (the network snapshots are kept)")
+    return None
 
 
 def resolve_network(run_or_checkpoint: str | os.PathLike) -> Path:
