@@ -1,0 +1,110 @@
+"""Fault injection through the real entry point (`pixeldit.cli.main`): each bad input or damaged file gives a
+documented exit code and a message naming the problem, never a traceback, and leaves valid files as they were."""
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pixeldit.cli import main
+from pixeldit.cli.console import EXIT_BAD_INPUT, EXIT_INTERNAL
+from pixeldit.infra.runs import load_newest_training_state, save_training_state
+
+
+def run_cli(args, capsys, log_dir: Path) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(arg) for arg in args])
+    captured = capsys.readouterr()
+    output = captured.out + captured.err
+    log_dir.mkdir(parents=True, exist_ok=True)
+    (log_dir / f"{len(list(log_dir.iterdir())):03d}.log").write_text(output)
+    assert "Traceback" not in output, output
+    return exit_info.value.code or 0, output
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def damaged_dataset(tiny_dataset, tmp_path):
+    copy = tmp_path / "damaged"
+    shutil.copytree(tiny_dataset, copy)
+    images = np.load(copy / "images-00000.npy", mmap_mode="r+")
+    images[3:5] = 0                     # rows overwritten, shape kept: only the checksum can tell
+    images.flush()
+    manifest = json.loads((copy / "dataset.json").read_text())   # as `data prepare` writes it, built elsewhere
+    manifest.update(source={"kind": "tests"}, prepare_command="pixeldit-bench data prepare SRC --out /old/place --res 16")
+    (copy / "dataset.json").write_text(json.dumps(manifest))
+    return copy
+
+
+@pytest.mark.parametrize("args, message", [
+    (["eval", "imagenet", "{data}", "--ref", "{data}", "--device", "cuda", "--out", "{tmp}/e.json"],
+     "no CUDA device is usable here"),
+    (["eval", "imagenet", "{data}", "--ref", "{data}", "--device", "cpu:x", "--out", "{tmp}/e.json"],
+     "unknown device 'cpu:x'"),
+    (["eval", "imagenet", "{data}", "--ref", "{data}", "--out", "{tmp}/a-file/e.json"], "Not a directory"),
+    (["train", "digits32-s4", "--kimg", "0", "--out", "{tmp}/run"], "budget must be at least 1 kimg"),
+    (["train", "digits32-s4", "--set", "lr=fast", "--out", "{tmp}/run"], "lr"),
+    (["train", "digits32-s4", "--set", "ablation=vanila-dit", "--out", "{tmp}/run"], "vanila-dit"),
+    (["train", "digits32-s4", "--set", "batch_size=3.5", "--out", "{tmp}/run"], "batch_size"),
+])
+def test_bad_input_is_one_message_and_exit_1(args, message, tiny_dataset, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("not a folder")
+    before = digests(tiny_dataset)
+    args = [a.format(data=tiny_dataset, tmp=tmp_path) for a in args]
+    code, output = run_cli(args, capsys, tmp_path / "logs")
+    assert code == EXIT_BAD_INPUT and message in output, output
+    assert digests(tiny_dataset) == before
+    assert not (tmp_path / "run").exists() and not (tmp_path / "e.json").exists()
+
+
+def test_training_refuses_a_damaged_shard_before_writing_anything(damaged_dataset, tmp_path, capsys):
+    code, output = run_cli(["train", "digits32-s4", "--dataset", damaged_dataset, "--out", tmp_path / "run"],
+                           capsys, tmp_path / "logs")
+    assert code == EXIT_BAD_INPUT and "checksum mismatch" in output and "images-00000.npy" in output, output
+    assert f"--out {damaged_dataset} " in output, output   # the rebuild hint names where the dataset is now
+    assert not (tmp_path / "run").exists()
+
+
+def test_data_info_hint_points_at_the_damaged_copy(damaged_dataset, tmp_path, capsys):
+    code, output = run_cli(["data", "info", damaged_dataset], capsys, tmp_path / "logs")
+    assert code == EXIT_BAD_INPUT and f"--out {damaged_dataset} " in output and "--overwrite" in output, output
+
+
+def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(monkeypatch, tmp_path, capsys):
+    def broken(*args, **kwargs):
+        raise RuntimeError("injected")
+    monkeypatch.setattr(sys.modules["pixeldit.cli.main"], "count_params", broken)
+    code, output = run_cli(["models", "--json"], capsys, tmp_path / "logs")
+    assert code == EXIT_INTERNAL and "internal error: RuntimeError: injected" in output and "--debug" in output
+    monkeypatch.setenv("PIXELDIT_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="injected"):
+        main(["models", "--json"])
+
+
+def test_resume_falls_back_past_damaged_and_unreadable_states(tmp_path):
+    for kimg in (1, 2, 3):
+        save_training_state({"nimg": kimg * 1000, "weights": torch.full((4,), float(kimg))}, tmp_path, kimg)
+    newest = tmp_path / "training-state-0000003.pt"
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF                          # one flipped byte: caught by the .sha256
+    newest.write_bytes(bytes(data))
+    (tmp_path / "training-state-0000002.pt.sha256").unlink()
+    (tmp_path / "training-state-0000002.pt").write_bytes(b"truncated")   # no checksum, and torch cannot load it
+    warnings = []
+    path, state = load_newest_training_state(tmp_path, warnings.append)
+    assert path.name == "training-state-0000001.pt" and state["nimg"] == 1000
+    assert len(warnings) == 2 and "damaged" in warnings[0] and "unreadable" in warnings[1], warnings
+
+
+def test_resume_refuses_to_start_over_when_no_state_is_usable(tmp_path):
+    (tmp_path / "training-state-0000001.pt").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="no usable training state"):
+        load_newest_training_state(tmp_path, lambda message: None)
