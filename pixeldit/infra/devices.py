@@ -23,6 +23,10 @@ class DeviceError(ValueError):
     """A device was asked for that this machine or this torch build does not have."""
 
 
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
 DEVICE_HINT = "use --device auto (the GPU when there is one, else the CPU) or --device cpu"
 
 
@@ -32,7 +36,7 @@ def resolve_device(device: str | torch.device | None = "auto", *, mps: bool = Fa
     if device is None or str(device) == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", local_rank())
-        if mps and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if mps and _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
     try:
@@ -49,8 +53,7 @@ def resolve_device(device: str | torch.device | None = "auto", *, mps: bool = Fa
             raise DeviceError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
                               f"numbered from 0; {DEVICE_HINT}")
         return torch.device("cuda", index)
-    if chosen.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
-                                     and torch.backends.mps.is_available()):
+    if chosen.type == "mps" and not _mps_available():
         raise DeviceError(f"--device {device}: Apple's MPS is not available on this machine; {DEVICE_HINT}")
     return chosen
 

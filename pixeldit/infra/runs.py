@@ -23,8 +23,13 @@ def snapshot_path(run_dir: Path, kimg: int) -> Path:
     return run_dir / f"network-snapshot-{kimg:07d}.safetensors"
 
 
+def training_states(run_dir: Path) -> list[Path]:
+    """The run's training states, oldest first."""
+    return sorted(p for p in run_dir.glob("training-state-*.pt") if STATE_PATTERN.search(p.name))
+
+
 def latest_state(run_dir: Path) -> Path | None:
-    states = sorted(p for p in run_dir.glob("training-state-*.pt") if STATE_PATTERN.search(p.name))
+    states = training_states(run_dir)
     return states[-1] if states else None
 
 
@@ -58,15 +63,14 @@ def _state_problem(path: Path) -> str | None:
 def load_newest_training_state(run_dir: Path, warn: Callable[[str], None]) -> tuple[Path, dict] | None:
     """The newest training state that passes its checksum and loads, falling back (with a warning) to older
     ones; None when the run has none. Refuses to start over when states exist but none is usable."""
-    states = sorted((p for p in run_dir.glob("training-state-*.pt") if STATE_PATTERN.search(p.name)), reverse=True)
     problems = []
-    for path in states:
+    for path in reversed(training_states(run_dir)):
         problem = _state_problem(path)
         if problem is None:
             try:
                 return path, torch.load(path, map_location="cpu", weights_only=True)
             except Exception as error:   # whatever torch raises for a truncated or foreign file: unusable
-                problem = f"unreadable ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+                problem = f"unreadable ({type(error).__name__}: {(str(error).splitlines() or [''])[0]})"
         problems.append(f"{path.name} is {problem}")
         warn(f"{path.name} is {problem}; falling back to the previous training state")
     if problems:
