@@ -9,6 +9,13 @@ their images.
 Files written by `build_reference` carry the same keys plus `protocol_card` (JSON: resolution, extractor,
 weight digests, counts, source) and `checksum` (sha256 over every other member's bytes, verified on
 open). ADM's own evaluator reads them unchanged.
+
+EDM2's reference pickles (`img512.pkl`: {"num_images", "fid": {"mu", "sigma"}, "fd_dinov2": {"mu", "sigma"}})
+are read without running code from the file (`pixeldit.infra.safe_pickle`): their FID statistics play the part
+of ADM's `mu`/`sigma` (a statistics-only reference) and `load_stats("fd_dinov2")` hands on the DINOv2 ones.
+
+A reference named by its registry entry (`reference_registry`), or a file named like an entry's file, is
+checked against that entry when it is opened.
 """
 from __future__ import annotations
 
@@ -17,6 +24,7 @@ import hashlib
 import io
 import json
 import os
+import pickle
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -28,13 +36,25 @@ from evaluators.imagenet.errors import InputError, ReferenceMismatchError
 from evaluators.imagenet.features import Cache, LazyExtractor, default_batch_size, extract
 from evaluators.imagenet.inception import EXTRACTOR_NAME, InceptionWeights, resolve_weights
 from evaluators.imagenet.metrics import fid_statistics
+from evaluators.imagenet.reference_registry import (
+    REFERENCES,
+    ReferenceEntry,
+    check_file,
+    entry_for_filename,
+    get_reference_entry,
+)
 from evaluators.imagenet.sources import HashMemo, ImageSource, NpzSource, file_sha256, file_stamp, open_images
 from pixeldit.infra.devices import resolve_device
 from pixeldit.infra.files import sha256_file
+from pixeldit.infra.safe_pickle import UnsafePickleError, load_array_pickle
+from pixeldit.infra.weights import MissingWeightsError
 
 CARD_SCHEMA = "pixeldit-bench/imagenet-reference/v1"
 STAT_KEYS = ("mu", "sigma", "mu_s", "sigma_s")
 STAT_SHAPES = {"mu": (2048,), "sigma": (2048, 2048), "mu_s": (2023,), "sigma_s": (2023, 2023)}
+# Which arrays of an ADM-format file each metric reads, and the feature size of each metric in an EDM2 pickle.
+ADM_STATS = {"fid": ("mu", "sigma"), "sfid": ("mu_s", "sigma_s")}
+EDM2_DIMS = {"fid": 2048, "fd_dinov2": 1024}
 DEFAULT_PR_IMAGES = 10000
 BUILD_HINT = "build one with `pixeldit-bench eval imagenet ref build DATASET --res RES --out FILE`"
 
@@ -55,15 +75,18 @@ def npz_checksum(path: Path, memo: HashMemo | None = None) -> str:
     if hit:
         return hit["checksum"]
     outer = hashlib.sha256()
-    with zipfile.ZipFile(path) as archive:
-        for name in sorted(archive.namelist()):
-            if name == "checksum.npy":
-                continue
-            inner = hashlib.sha256()
-            with archive.open(name) as stream:
-                for block in iter(lambda: stream.read(1 << 20), b""):
-                    inner.update(block)
-            outer.update(f"{name}\n{inner.hexdigest()}\n".encode())
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for name in sorted(archive.namelist()):
+                if name == "checksum.npy":
+                    continue
+                inner = hashlib.sha256()
+                with archive.open(name) as stream:
+                    for block in iter(lambda: stream.read(1 << 20), b""):
+                        inner.update(block)
+                outer.update(f"{name}\n{inner.hexdigest()}\n".encode())
+    except zipfile.BadZipFile as error:      # a changed byte inside a member fails the zip's own CRC first
+        raise InputError(f"reference {path} is damaged ({error}); download or rebuild it") from None
     value = outer.hexdigest()
     if memo:
         memo.put(stamp, {"checksum": value})
@@ -75,28 +98,38 @@ class Reference:
     """A resolved reference: images for P/R/KID and/or statistics for FID/sFID, with its protocol card."""
     description: str
     path: Path | None
-    kind: str                            # "adm-batch", "pixeldit-reference", "statistics-only", "images"
+    kind: str                  # "adm-batch", "pixeldit-reference", "statistics-only", "edm2-statistics", "images"
     images: ImageSource | None           # arr_0 (or the folder / array / dataset itself)
-    stat_keys: tuple[str, ...]           # statistics stored in the file
+    stat_keys: tuple[str, ...]           # statistics stored in the file (ADM names; an EDM2 pickle's fid = mu, sigma)
     card: dict | None
     sha256: str | None                   # of the .npz file, or the content hash of an image set
+    registry: ReferenceEntry | None = None   # the registry entry the file was checked against
+    verified: str | None = None              # how it was checked against that entry
+    num_images: int | None = None            # images behind an EDM2 pickle's statistics
 
     @property
     def resolution(self) -> tuple[int, int] | None:
         if self.card:
             return tuple(self.card["resolution"])
-        return tuple(self.images.resolution) if self.images is not None else None
+        if self.images is not None:
+            return tuple(self.images.resolution)
+        return (self.registry.resolution,) * 2 if self.registry else None
 
     @property
     def stats_count(self) -> int | None:
         if self.card:
             return self.card["stats_count"]
+        if self.kind == "edm2-statistics":
+            return self.num_images
         return None if self.stat_keys else (len(self.images) if self.images is not None else None)
 
     def load_stats(self, which: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """(mu, sigma) for "fid" or (mu_s, sigma_s) for "sfid" from the file, None when not stored."""
-        keys = ("mu", "sigma") if which == "fid" else ("mu_s", "sigma_s")
-        if not set(keys) <= set(self.stat_keys):
+        """(mu, sigma) stored in the file for "fid", "sfid" or "fd_dinov2"; None when the file has none."""
+        if self.kind == "edm2-statistics":
+            stats = _edm2_statistics(self.path).get(which)
+            return None if stats is None else (stats["mu"], stats["sigma"])
+        keys = ADM_STATS.get(which)
+        if keys is None or not set(keys) <= set(self.stat_keys):
             return None
         with np.load(self.path) as data:
             stats = tuple(np.asarray(data[key]) for key in keys)
@@ -107,11 +140,75 @@ class Reference:
         return stats
 
 
-def open_reference(reference, memo: HashMemo | None = None) -> Reference:
-    """Open an ADM/pixeldit reference `.npz`, or use any image set (folder, dataset, array) as the reference."""
+def _edm2_statistics(path: Path) -> dict:
+    """An EDM2 reference pickle, read without running its code and checked: {metric: {"mu", "sigma"}, ...}."""
+    try:
+        data = load_array_pickle(path)
+    except UnsafePickleError as error:
+        raise InputError(f"reference {path} is refused: {error}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError) as error:
+        raise InputError(f"reference {path} is not a readable pickle ({error}): truncated or corrupt; "
+                         f"download it again") from None
+    if not isinstance(data, dict) or "fid" not in data:
+        found = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
+        raise InputError(f"reference {path} is not an EDM2 reference pickle: expected a dict with 'fid' "
+                         f"(and 'fd_dinov2', 'num_images'), found {found}")
+    for metric, dim in EDM2_DIMS.items():
+        stats = data.get(metric)
+        if stats is None and metric != "fid":
+            continue
+        stats = stats if isinstance(stats, dict) else {}
+        shapes = {key: getattr(stats.get(key), "shape", None) for key in ("mu", "sigma")}
+        if shapes != {"mu": (dim,), "sigma": (dim, dim)} or not all(np.isfinite(stats[key]).all() for key in shapes):
+            raise InputError(f"reference {path} [{metric}] has mu/sigma shapes {shapes} (expected ({dim},) and "
+                             f"({dim}, {dim})) or non-finite values")
+    return data
+
+
+def _resolve_name(reference, name: str | None):
+    """(what to open, the registry entry it must match): an explicit name, a registry name, an entry's file name."""
+    if name is not None:
+        entry = get_reference_entry(name)
+        return (entry.location if reference is None else reference), entry
+    if isinstance(reference, str) and reference in REFERENCES and not Path(reference).exists():
+        entry = REFERENCES[reference]
+        return entry.location, entry
+    if isinstance(reference, (str, os.PathLike)):
+        return reference, entry_for_filename(Path(reference))
+    return reference, None
+
+
+def open_reference(reference, memo: HashMemo | None = None, name: str | None = None) -> Reference:
+    """Open an ADM/pixeldit reference `.npz`, an EDM2 reference `.pkl`, a registry name, or any image set.
+
+    `name` (or a `reference` that is a registry name, or a file named like an entry's file) makes the file
+    answer to that registry entry: a pinned sha256 or protocol card that differs raises ReferenceChecksumError
+    naming both; `reference=None` with a `name` opens the entry's file where the registry keeps it.
+    """
     if isinstance(reference, Reference):
         return reference
-    if not (isinstance(reference, (str, os.PathLike)) and Path(reference).suffix.lower() == ".npz"):
+    reference, entry = _resolve_name(reference, name)
+    if entry is not None and not Path(reference).is_file():
+        message = f"reference {entry.name!r} is not at {reference}; {entry.obtain_hint()}"
+        raise MissingWeightsError(message) if entry.url else InputError(message)
+    opened = _open_file(reference, memo)
+    if entry is not None:
+        opened.registry = entry
+        opened.verified = check_file(entry, opened.path, file_sha256(opened.path, memo), opened.card)
+    return opened
+
+
+def _open_file(reference, memo: HashMemo | None) -> Reference:
+    suffix = Path(reference).suffix.lower() if isinstance(reference, (str, os.PathLike)) else None
+    if suffix == ".pkl":
+        path = Path(reference)
+        if not path.is_file():
+            raise InputError(f"reference {path} does not exist; EDM2's reference pickles are in the registry "
+                             f"(`pixeldit-bench ref list`, `pixeldit-bench ref fetch edm2-img512`)")
+        data = _edm2_statistics(path)
+        return Reference(str(path), path, "edm2-statistics", None, ("mu", "sigma"), None, file_sha256(path, memo),
+                         num_images=data.get("num_images"))
+    if suffix != ".npz":
         images = open_images(reference, name="reference")
         return Reference(images.describe(), images.path, "images", images, (), None, images.content_hash(memo))
     path = Path(reference)
@@ -228,13 +325,20 @@ def build_card(images: ImageSource, weights: InceptionWeights, stats_count: int,
 
 def reference_summary(reference: Reference) -> dict:
     """The reference part of a protocol card."""
+    if reference.kind == "edm2-statistics":
+        statistics = "from the file (EDM2 fid mu/sigma)"
+        extractor = "EDM2's Inception-v3 2015-12-05 (StyleGAN3 metrics port; assumed equal to this network)"
+    else:
+        statistics = "from the file (mu/sigma/mu_s/sigma_s)" if reference.stat_keys else "from its images"
+        extractor = (reference.card or {}).get("weights", "ADM TF graph (assumed equal to this network)"
+                                               if reference.kind in ("adm-batch", "statistics-only") else None)
     return {"file": reference.path.name if reference.path else reference.description, "kind": reference.kind,
             "sha256": reference.sha256, "count": len(reference.images) if reference.images is not None else None,
             "stats_count": reference.stats_count,
             "resolution": list(reference.resolution) if reference.resolution else None,
-            "statistics": "from the file (mu/sigma/mu_s/sigma_s)" if reference.stat_keys else "from its images",
-            "extractor": (reference.card or {}).get("weights", "ADM TF graph (assumed equal to this network)"
-                                                    if reference.kind in ("adm-batch", "statistics-only") else None)}
+            "statistics": statistics, "extractor": extractor,
+            "registry": reference.registry.name if reference.registry else None,
+            "registry_check": reference.verified}
 
 
 def build_reference(images, out, res: int | None = None, *, split: str | None = None,

@@ -1,6 +1,7 @@
 """Thin CLI of the ImageNet evaluator; `pixeldit/cli/main.py` mounts it.
 
-Mount: ``eval_app.command("imagenet")(eval_imagenet)`` and ``app.add_typer(ref_app, name="ref")``.
+Mount: ``eval_app.command("imagenet")(eval_imagenet)``; `ref_app`'s build and info join the registry commands in
+`pixeldit/cli/ref.py`, the group mounted as `pixeldit-bench ref` and `eval imagenet ref`.
 Exit codes (`pixeldit.cli.console`): 1 bad input or protocol mismatch, 4 weights missing or corrupt.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ from rich.table import Table
 
 from evaluators.imagenet.errors import ImageNetEvalError
 from evaluators.imagenet.evaluate import BACKENDS, METRICS, plan_imagenet
+from evaluators.imagenet.features import Cache
 from evaluators.imagenet.inception import resolve_weights
 from evaluators.imagenet.metrics import DEFAULT_FRECHET_ROUTE, DEFAULT_IS_SPLIT_RULE, FRECHET_ROUTES, IS_SPLIT_RULES
 from evaluators.imagenet.reference import DEFAULT_PR_IMAGES, build_reference, open_reference, reference_summary
@@ -65,11 +67,15 @@ def print_result(record: dict) -> None:
 
 def eval_imagenet(
     samples: Annotated[Path, typer.Argument(help="ADM .npz (arr_0 uint8 NHWC), .npy, image folder or dataset.")],
-    ref: Annotated[Path, typer.Option("--ref", help="Reference: ADM batch (VIRTUAL_imagenet256_labeled.npz), "
-                                                    "a `ref build` file, or an image set.")],
+    ref: Annotated[str, typer.Option("--ref", "--reference", help="Reference: a registry name (`ref list`, e.g. "
+                                     "adm-imagenet256), an ADM batch (VIRTUAL_imagenet256_labeled.npz), an EDM2 "
+                                     "reference .pkl, a `ref build` file, or an image set.")],
     backend: Annotated[str, typer.Option(help=f"{' | '.join(BACKENDS)} (adm: ADM evaluator semantics).")] = "adm",
     metrics: Annotated[Optional[str], typer.Option(help=f"Comma list from {','.join(METRICS)} (default all).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Result JSON (default: <SAMPLES>-imagenet.json).")] = None,
+    reference_name: Annotated[Optional[str], typer.Option(
+        "--reference-name", help="Registry entry the --ref file must be (its pinned sha256 or card is checked); "
+                                 "a file named like an entry's file is checked without it.")] = None,
     weights: WeightsOption = "auto",
     device: DeviceOption = "auto",
     batch_size: BatchOption = None,
@@ -90,20 +96,25 @@ def eval_imagenet(
 
     [b]Examples[/b]
       pixeldit-bench eval imagenet samples.npz --ref VIRTUAL_imagenet256_labeled.npz
+      pixeldit-bench eval imagenet samples.npz --reference adm-imagenet256
+      pixeldit-bench eval imagenet samples.npz --ref refs/in256.npz --reference-name adm-imagenet256
       pixeldit-bench eval imagenet samples/ --ref refs/digits32.npz --metrics fid,kid --out metrics/imagenet.json
       pixeldit-bench eval imagenet samples.npz --ref refs/in256.npz --backend torch-fidelity --dry-run
     """
     out = out or samples.with_name(f"{samples.stem if samples.suffix else samples.name}-imagenet.json")
     run = _labels(label or [])
+    with exits_on(ImageNetEvalError, KeyError):
+        # An explicit name is checked here; a registry name or an entry's file name is checked when it is opened.
+        reference = open_reference(ref, Cache(cache_dir).memo, name=reference_name) if reference_name else ref
     if dry_run:
         with exits_on(ImageNetEvalError):
-            plan = plan_imagenet(samples, ref, backend=backend, metrics=metrics, batch_size=batch_size,
+            plan = plan_imagenet(samples, reference, backend=backend, metrics=metrics, batch_size=batch_size,
                                  device=_device(device), cache_dir=cache_dir, weights=weights,
                                  expected_samples=expected_samples, frechet=frechet, is_split_rule=is_splits)
             console.print_json(json.dumps({**plan.summary(), "run": run, "out": str(out)}, default=str))
         return
     with exits_on(ImageNetEvalError):
-        record = evaluate("imagenet", [samples, ref], out, backend=backend, metrics=metrics, batch_size=batch_size,
+        record = evaluate("imagenet", [samples, reference], out, backend=backend, metrics=metrics, batch_size=batch_size,
                           device=_device(device), cache_dir=cache_dir, weights=weights,
                           expected_samples=expected_samples, progress=True, run=run, frechet=frechet,
                           is_split_rule=is_splits)
@@ -156,7 +167,8 @@ def ref_build(
 
 
 @ref_app.command("info")
-def ref_info(file: Annotated[Path, typer.Argument(help="Reference .npz (ADM batch or `ref build` output).")]) -> None:
+def ref_info(file: Annotated[str, typer.Argument(help="Reference .npz (ADM batch or `ref build` output), EDM2 .pkl "
+                                                     "or a registry name.")]) -> None:
     """Show what a reference file holds and verify its checksum (files with a protocol card).
 
     [b]Examples[/b]

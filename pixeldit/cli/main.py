@@ -18,7 +18,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from evaluators.registry import EVALUATOR_PACKAGES, evaluate, load_task
-from pixeldit.cli import weights
+from pixeldit.cli import ref, weights
 from pixeldit.cli.compare import compare_command
 from pixeldit.cli.console import (
     EXIT_CODES_HELP,
@@ -34,7 +34,7 @@ from pixeldit.cli.data import app as data_app
 from pixeldit.cli.eval_digits import eval_digits
 from pixeldit.cli.eval_dpg import dpg_app, eval_dpg
 from pixeldit.cli.eval_geneval import geneval_app
-from pixeldit.cli.eval_imagenet import eval_imagenet, ref_app
+from pixeldit.cli.eval_imagenet import eval_imagenet
 from pixeldit.cli.inventory import list_results, list_runs, list_samples
 from pixeldit.cli.latent import app as latent_app
 from pixeldit.cli.report import baselines_app, report
@@ -46,7 +46,8 @@ from pixeldit.presets import TRAINING_PRESETS
 from pixeldit.train import TrainConfig, train
 
 # The stages in the order one runs them, then the utilities; `--help` lists commands in this order.
-WORKFLOW_ORDER = ("data", "train", "latent", "sample", "t2i", "eval", "compare", "report", "models", "weights", "ls", "baselines")
+WORKFLOW_ORDER = ("data", "train", "latent", "sample", "t2i", "eval", "compare", "report", "models", "weights", "ref", "ls",
+                  "baselines")
 
 
 class _WorkflowOrderGroup(TyperGroup):
@@ -204,7 +205,7 @@ def _benchmark_group(name: str, title: str, score, helpers: Optional[typer.Typer
 
 imagenet_app = _benchmark_group("imagenet", "ImageNet metrics (FID, sFID, IS, precision/recall) and "
                                 "their reference sets", eval_imagenet)
-imagenet_app.add_typer(ref_app, name="ref")
+imagenet_app.add_typer(ref.app, name="ref")      # the same group as `pixeldit-bench ref`
 eval_app.add_typer(imagenet_app, name="imagenet")
 eval_app.add_typer(geneval_app, name="geneval")
 eval_app.add_typer(_benchmark_group("dpg", "DPG-Bench: score grids with VQA, check a folder, "
@@ -262,6 +263,7 @@ app.add_typer(eval_app, name="eval")
 app.command("compare")(compare_command)
 app.command("report")(report)
 app.add_typer(weights.app, name="weights")
+app.add_typer(ref.app, name="ref")
 app.add_typer(baselines_app, name="baselines", help="Published numbers of baselines, with their sources.")
 
 
