@@ -50,7 +50,7 @@ from pixeldit.infra.progress import Progress
 from pixeldit.infra.runs import load_newest_training_state, save_training_state, snapshot_path
 from pixeldit.models import ABLATION_LADDER, build_network, family_of, models_in, save_network
 from pixeldit.models.autoencoder import load_autoencoder
-from pixeldit.models.io import load_state, read_network_header
+from pixeldit.models.io import load_state, read_network_header, verify_network_data
 from pixeldit.models.t2i import DataTimeVelocity
 from pixeldit.presets import get_preset
 from pixeldit.repa import ENCODERS, RepaProjector, repa_loss
@@ -252,8 +252,12 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, progress: bool = True
 
     # ---------------------------------------------------------------- resume
     state = _resume(config, run_dir, net, ema, optimizer, repa, log)
-    if state["nimg"] >= config.total_kimg * 1000 and final_snapshot.exists():
-        log(f"{run_dir} already trained to {config.total_kimg} kimg; nothing to do")
+    if state["nimg"] >= config.total_kimg * 1000:
+        if _snapshot_usable(final_snapshot, log):
+            log(f"{run_dir} already trained to {config.total_kimg} kimg; nothing to do")
+        elif is_main:
+            _save_snapshot(config, run_dir, config.total_kimg, state["nimg"], net, ema, data.snapshot_record)
+            log(f"rewrote {final_snapshot.name} from the final training state")
         return final_snapshot
     nimg, step, loss_mean = state["nimg"], state["step"], state["loss_mean"]
     batches = ImageBatches(data.dataset, batch_per_rank, seed=config.seed, rank=rank, world_size=world_size,
@@ -348,6 +352,19 @@ def _open_run_dir(config: TrainConfig, run_dir: Path, is_main: bool) -> "_Logger
     if config.deterministic:
         torch.use_deterministic_algorithms(True)
     return _Logger(run_dir, is_main)
+
+
+def _snapshot_usable(path: Path, log: "_Logger") -> bool:
+    """Whether the final snapshot is there and its weights match their checksum (saying why not)."""
+    if not path.exists():
+        log(f"{path.name} is missing; it is rewritten from the final training state")
+        return False
+    try:
+        verify_network_data(path)
+    except ValueError as error:
+        log(f"{error}; it is rewritten from the final training state")
+        return False
+    return True
 
 
 def _batch_split(config: TrainConfig, world_size: int) -> tuple[int, int]:

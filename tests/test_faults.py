@@ -2,7 +2,11 @@
 documented exit code and a message naming the problem, never a traceback, and leaves valid files as they were."""
 import hashlib
 import json
+import os
 import shutil
+import signal
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,7 +16,11 @@ import torch
 
 from pixeldit.cli import main
 from pixeldit.cli.console import EXIT_BAD_INPUT, EXIT_INTERNAL
+from pixeldit.infra.datasets import DatasetWriter
+from pixeldit.infra.files import write_json_atomic
 from pixeldit.infra.runs import load_newest_training_state, save_training_state
+from pixeldit.models import build_network, save_network
+from pixeldit.models.io import load_state
 
 
 def run_cli(args, capsys, log_dir: Path) -> tuple[int, str]:
@@ -108,3 +116,65 @@ def test_resume_refuses_to_start_over_when_no_state_is_usable(tmp_path):
     (tmp_path / "training-state-0000001.pt").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="no usable training state"):
         load_newest_training_state(tmp_path, lambda message: None)
+
+
+def _flip_last_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF                                       # inside the tensor bytes, past the header
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_snapshot_is_refused_by_sample(tmp_path, capsys):
+    model = build_network("PixelDiT-T/4")
+    snapshot = save_network(tmp_path / "network-snapshot-0000001.safetensors", model.config, ema=model.state_dict(),
+                            metadata={"resolution": 16})
+    _flip_last_byte(snapshot)
+    code, output = run_cli(["sample", snapshot, "--out", tmp_path / "samples", "--n", "10", "--sampler", "euler-20"],
+                           capsys, tmp_path / "logs")
+    assert code == EXIT_BAD_INPUT and "weights are damaged" in output and snapshot.name in output, output
+    assert not list(tmp_path.rglob("*.npz"))
+
+
+def test_training_rerun_rewrites_a_damaged_final_snapshot(tiny_dataset, tmp_path, capsys):
+    args = ["train", "digits32-t4-smoke", "--dataset", tiny_dataset, "--kimg", "1", "--out", tmp_path / "run",
+            "--set", "resolution=16", "--set", "batch_size=16", "--set", "snapshot_kimg=1", "--set", "state_kimg=1",
+            "--set", "deterministic=true"]
+    assert run_cli(args, capsys, tmp_path / "logs")[0] == 0
+    snapshot = tmp_path / "run" / "network-snapshot-0000001.safetensors"
+    original = snapshot.read_bytes()
+    _flip_last_byte(snapshot)
+    with pytest.raises(ValueError, match="weights are damaged"):
+        load_state(snapshot)
+    code, output = run_cli(args, capsys, tmp_path / "logs")
+    assert code == 0 and "rewritten from the final training state" in output, output
+    assert snapshot.read_bytes() == original               # the same bytes as the first write (sorted header)
+
+
+def _killed_while_writing(target: Path, directory: bool) -> Path:
+    """A job that made its temporary beside `target` and was SIGKILLed before it finished: returns what it left."""
+    code = ("import os, signal, sys; from pixeldit.infra.files import temp_beside; "
+            f"t = temp_beside({str(target)!r}, directory={directory}); (t / 'half' if t.is_dir() else t).write_text('half'); "
+            "print(t, flush=True); os.kill(os.getpid(), signal.SIGKILL)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == -signal.SIGKILL, run.stderr
+    left = Path(run.stdout.strip())
+    assert left.exists()
+    return left
+
+
+def _write_dataset(target: Path) -> None:
+    with DatasetWriter(target, resolution=4):      # leaving the block without finish() discards it
+        pass
+
+
+@pytest.mark.parametrize("directory, write", [(False, lambda target: write_json_atomic(target, {"value": 1})),
+                                              (True, _write_dataset)], ids=["file", "folder"])
+def test_the_next_write_removes_what_a_killed_job_left(directory, write, tmp_path):
+    target = tmp_path / "written"
+    left = _killed_while_writing(target, directory)
+    live = tmp_path / f".{target.name}.partial-{os.getpid()}@{socket.gethostname()}-live0000"
+    foreign = tmp_path / f".{target.name}.partial-1@another-host-abc12345"   # a shared file system: not ours to judge
+    live.write_text("in progress"), foreign.write_text("elsewhere")
+    with pytest.warns(UserWarning, match="stopped before it finished"):
+        write(target)
+    assert not left.exists() and live.exists() and foreign.exists()

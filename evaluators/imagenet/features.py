@@ -28,7 +28,6 @@ import json
 import os
 import queue
 import shutil
-import tempfile
 import threading
 import time
 import warnings
@@ -43,7 +42,7 @@ from evaluators.imagenet.errors import InputError
 from evaluators.imagenet.inception import InceptionFeatures, InceptionWeights
 from evaluators.imagenet.sources import HashMemo, ImageSource
 from pixeldit.infra.devices import all_ranks_agree, batch_aligned_share, current_world, gather_rows
-from pixeldit.infra.files import sha256_file, write_json_atomic
+from pixeldit.infra.files import sha256_file, temp_beside, write_json_atomic
 from pixeldit.infra.progress import Progress
 
 FORMAT = "pixeldit-bench/imagenet-features/v3"   # v2: channels-last extraction on CPU; v3: sha256 per array
@@ -205,8 +204,7 @@ def extract(source: ImageSource, weights: InceptionWeights, get_extractor: Calla
     work = None
     if final is not None and rank == 0:
         final.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{key}.partial-", dir=final.parent))
-        work.chmod(0o755)                        # mkdtemp makes it private; the entry becomes a normal dir
+        work = temp_beside(final, directory=True)
         arrays = {name: np.lib.format.open_memmap(work / f"{name}.npy", mode="w+", dtype=np.float32,
                                                   shape=(count, DIMS[name])) for name in names}
     else:

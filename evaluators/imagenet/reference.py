@@ -25,7 +25,6 @@ import io
 import json
 import os
 import pickle
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +44,7 @@ from evaluators.imagenet.reference_registry import (
 )
 from evaluators.imagenet.sources import HashMemo, ImageSource, NpzSource, file_sha256, file_stamp, open_images
 from pixeldit.infra.devices import resolve_device
-from pixeldit.infra.files import sha256_file
+from pixeldit.infra.files import sha256_file, temp_beside
 from pixeldit.infra.safe_pickle import UnsafePickleError, load_array_pickle
 from pixeldit.infra.weights import MissingWeightsError
 
@@ -273,7 +272,7 @@ def write_reference_npz(out: Path, images: ImageSource, image_count: int, stats:
                         card: dict, batch_size: int = 256) -> str:
     """Stream the first `image_count` images into `arr_0` and add statistics, card and checksum; atomic."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")[1])
+    temp = temp_beside(out)
     try:
         digests = {}
         with zipfile.ZipFile(temp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:

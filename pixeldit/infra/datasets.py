@@ -19,14 +19,13 @@ import json
 import os
 import shlex
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from pixeldit.infra.files import sha256_file, write_json_atomic
+from pixeldit.infra.files import sha256_file, temp_beside, write_json_atomic
 
 SCHEMA = "pixeldit-bench/dataset/v1"
 MANIFEST_NAME = "dataset.json"
@@ -85,8 +84,7 @@ class DatasetWriter:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.image_shape = (resolution, resolution, 3)
         self.images_per_shard = max(1, shard_bytes // int(np.prod(self.image_shape)))
-        self.tmp_dir = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=self.out.parent))
-        self.tmp_dir.chmod(0o755)              # mkdtemp makes it private; a dataset is shared, read-only data
+        self.tmp_dir = temp_beside(self.out, directory=True)
         self.labels: list[int] = []
         self.shards: list[dict[str, Any]] = []
         self._shard: np.memmap | None = None   # the shard being filled, images_per_shard×H×W×3
@@ -183,7 +181,7 @@ def _replace_dir(new: Path, target: Path) -> None:
     """Move `new` to `target`; an existing target is moved aside first and deleted afterwards."""
     old = None
     if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        old = temp_beside(target, directory=True)
         os.replace(target, old / target.name)
     os.replace(new, target)
     _fsync(target.parent)

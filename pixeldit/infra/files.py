@@ -1,23 +1,78 @@
 """Files that are whole or absent: atomic writes (bytes, JSON, torch, npz, streamed npz), hashing, disk space.
 
 Every writer goes through `atomic_path`: a temporary file beside the target, fsynced and renamed into place,
-so a killed job never leaves a half-written file under the final name.
+so a killed job never leaves a half-written file under the final name. Temporaries are named
+`.NAME.partial-PID@HOST-XXXXXXXX` (`temp_beside`) so the next write of NAME on the same host removes those
+whose process is gone: a killed job leaves nothing behind for good.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
+
+_OWNER = re.compile(r"\.partial-(\d+)@(.+)-[^-]+$")   # .NAME.partial-PID@HOST-<mkstemp's random part>
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:                # someone else's live process
+        return True
+    return True
+
+
+def remove_abandoned(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries that killed jobs on this host left beside `path` (their process no longer
+    exists), warning for each; those of live processes or other hosts (a shared file system) stay."""
+    path = Path(path)
+    host, removed = socket.gethostname(), []
+    if not path.parent.is_dir():
+        return removed
+    for temp in path.parent.glob(f".{glob.escape(path.name)}.partial-*"):
+        owner = _OWNER.search(temp.name)
+        if owner is None or owner.group(2) != host or _process_exists(int(owner.group(1))):
+            continue
+        if temp.is_dir():
+            shutil.rmtree(temp, ignore_errors=True)
+        else:
+            temp.unlink(missing_ok=True)
+        removed.append(temp)
+        warnings.warn(f"removed {temp}, left by a job (pid {owner.group(1)}) that was stopped before it finished",
+                      stacklevel=2)
+    return removed
+
+
+def temp_beside(path: str | os.PathLike, *, directory: bool = False) -> Path:
+    """A new hidden temporary file (or folder) beside `path`, owned by this process; the abandoned ones of
+    earlier killed jobs are removed first."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned(path)
+    prefix = f".{path.name}.partial-{os.getpid()}@{socket.gethostname()}-"
+    if directory:
+        temp = Path(tempfile.mkdtemp(prefix=prefix, dir=path.parent))
+        temp.chmod(0o755)                  # mkdtemp makes it private; what it becomes is shared, read-only data
+        return temp
+    fd, temp = tempfile.mkstemp(prefix=prefix, dir=path.parent)
+    os.close(fd)
+    return Path(temp)
 
 
 @contextlib.contextmanager
@@ -27,9 +82,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     If the block raises, the temporary file is removed and `path` is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
+    temp = temp_beside(path)
     try:
         yield Path(temp)
         with open(temp, "rb") as handle:

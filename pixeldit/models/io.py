@@ -1,10 +1,13 @@
 """Network files: safetensors holding `net.*` and/or `ema.*` weights, with the model config in the header.
 
 The same config is written beside the file as JSON for people; the header copy is the one that is read.
-Loading checks the file's architecture against the model it is loaded into and names both on mismatch.
+The header also records the sha256 of the tensor bytes (`data_sha256`), which loading checks, so a damaged
+snapshot is an error naming the file, not a network with silently wrong weights. Loading checks the file's
+architecture against the model it is loaded into and names both on mismatch.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -19,6 +22,8 @@ from pixeldit.models.registry import FAMILIES, ModelConfig, build_network, famil
 
 FORMAT = "pixeldit-bench/network/v1"
 WEIGHT_SETS = ("net", "ema")
+DATA_SHA256 = "data_sha256"            # reserved header key: sha256 of the bytes after the header
+_PLACEHOLDER = "0" * 64               # written first, replaced in place once the data bytes are known
 
 
 def save_network(path: str | os.PathLike, config: ModelConfig, *, net: dict | None = None,
@@ -36,11 +41,13 @@ def save_network(path: str | os.PathLike, config: ModelConfig, *, net: dict | No
                 value = value.clone()
             seen_storage.add(value.data_ptr())
             tensors[f"{prefix}.{key}"] = value
+    if DATA_SHA256 in (metadata or {}):
+        raise ValueError(f"metadata key {DATA_SHA256!r} is reserved for the weights checksum")
     header = {"format": FORMAT, "family": family_of(config), "config": json.dumps(config.to_dict()),
-              **{k: json.dumps(v) for k, v in (metadata or {}).items()}}
+              DATA_SHA256: _PLACEHOLDER, **{k: json.dumps(v) for k, v in (metadata or {}).items()}}
     with atomic_path(path) as temp:
         save_file(tensors, temp, metadata=header)
-        _sort_header(temp)
+        _rewrite_header(temp)
     sidecar = {"format": FORMAT, "family": family_of(config), "config": config.to_dict(),
                "weights": sorted({k.split(".")[0] for k in tensors}),
                **(metadata or {})}
@@ -48,14 +55,24 @@ def save_network(path: str | os.PathLike, config: ModelConfig, *, net: dict | No
     return path
 
 
-def _sort_header(path: Path) -> None:
-    """Rewrite a safetensors header with its keys sorted. safetensors writes metadata keys in hash-map order,
+def _data_sha256(handle, length: int) -> str:
+    """sha256 of the tensor bytes, which start after the 8-byte length and the `length`-byte header."""
+    handle.seek(8 + length)
+    digest = hashlib.sha256()
+    for block in iter(lambda: handle.read(1 << 20), b""):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def _rewrite_header(path: Path) -> None:
+    """Fill in the data checksum and sort the header's keys. safetensors writes metadata keys in hash-map order,
     different on every save, so equal tensors gave different file sha256s; sorted, equal networks give equal
     bytes and provenance hashes compare them. Same content, same compact length: rewritten in place."""
     with open(path, "r+b") as handle:
         (length,) = struct.unpack("<Q", handle.read(8))
-        canonical = json.dumps(json.loads(handle.read(length)), sort_keys=True, separators=(",", ":"),
-                               ensure_ascii=False).encode()
+        header = json.loads(handle.read(length))
+        header["__metadata__"][DATA_SHA256] = _data_sha256(handle, length)
+        canonical = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
         if len(canonical) > length:
             raise ValueError(f"{path}: the sorted safetensors header ({len(canonical)} bytes) does not fit "
                              f"the written one ({length} bytes)")
@@ -82,7 +99,7 @@ def read_network_header(path: str | os.PathLike) -> tuple[ModelConfig, dict, lis
     if family not in FAMILIES:
         raise ValueError(f"{path} holds a {family!r} network, which this version cannot build (known: {sorted(FAMILIES)})")
     config = FAMILIES[family].config_class.from_dict(json.loads(header["config"]))
-    metadata = {k: json.loads(v) for k, v in header.items() if k not in ("format", "family", "config")}
+    metadata = {k: json.loads(v) for k, v in header.items() if k not in ("format", "family", "config", DATA_SHA256)}
     metadata["family"] = family
     return config, metadata, sorted({key.split(".")[0] for key in keys})
 
@@ -94,9 +111,25 @@ def load_state(path: str | os.PathLike, which: str = "ema") -> dict[str, torch.T
     _, _, present = read_network_header(path)
     if which not in present:
         raise ValueError(f"{path} holds only {present} weights, not {which!r}")
+    verify_network_data(path)
     prefix = which + "."
     with safe_open(str(path), framework="pt") as handle:
         return {key[len(prefix):]: handle.get_tensor(key) for key in handle.keys() if key.startswith(prefix)}
+
+
+def verify_network_data(path: str | os.PathLike) -> None:
+    """Compare the tensor bytes with the checksum their header recorded (files written before the checksum
+    existed have none and are read as they are)."""
+    with open(path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        expected = json.loads(handle.read(length)).get("__metadata__", {}).get(DATA_SHA256)
+        if expected is None:
+            return
+        found = _data_sha256(handle, length)
+    if found != expected:
+        raise ValueError(f"{path}: the weights are damaged (their sha256 is {found}, the file's header recorded "
+                         f"{expected}); rewrite it: rerun the training command for a snapshot (it resumes from "
+                         f"the newest training state), or rerun `pixeldit-bench weights import` for an import")
 
 
 def load_weights_into(model: torch.nn.Module, path: str | os.PathLike, which: str = "ema") -> torch.nn.Module:
