@@ -6,6 +6,7 @@ import subprocess
 import time
 
 import pytest
+import yaml
 from helpers import ENV, REPO, SNAKEMAKE, snakemake, write_tiny_benchmark
 
 CONFIGS = sorted((REPO / "workflow" / "config").glob("*.yaml"))
@@ -22,6 +23,19 @@ def test_dry_run_works_for_every_config_and_profile(config, profile, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     evaluation = "rule t2i_eval:" if config.stem.startswith("t2i") else "rule eval_imagenet:"
     assert "rule report:" in result.stdout and evaluation in result.stdout
+
+
+def test_unknown_sampler_and_preset_names_fail_when_the_dag_is_built(tmp_path):
+    config = yaml.safe_load((REPO / "workflow" / "config" / "default.yaml").read_text())
+    config["runs"]["pixeldit-s4"]["samplers"] = ["ab2-20-cgf"]
+    config["runs"]["vanilla-dit-s4"]["preset"] = "digits32-s4-vanila-dit"
+    path = tmp_path / "typos.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--configfile", str(path), "--config", f"results={tmp_path}")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "rule train" not in output, output[-3000:]
+    assert "runs.pixeldit-s4.samplers: unknown sampler 'ab2-20-cgf'" in output, output[-3000:]
+    assert "runs.vanilla-dit-s4.preset: unknown training preset 'digits32-s4-vanila-dit'" in output, output[-3000:]
 
 
 @pytest.mark.parametrize("config, jobs", [

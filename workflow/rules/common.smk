@@ -45,6 +45,41 @@ def eval_kimgs(run):
     return spec.get("eval_kimg", [spec["kimg"]])
 
 
+def check_names():
+    """Preset and sampler names must resolve when the DAG is built: a typo would otherwise pass `snakemake -n`
+    and fail in a sampling job after hours of training."""
+    from pixeldit.presets import get_preset
+    from pixeldit.samplers import get_sampler
+    from pixeldit.train_autoencoder import AUTOENCODER_PRESETS
+
+    t2i = config.get("t2i", {})
+    problems = []
+    for where, spec in [*((f"runs.{r}", s) for r, s in RUNS.items()),
+                        *((f"t2i.runs.{r}", s) for r, s in t2i.get("runs", {}).items())]:
+        if "preset" in spec:
+            try:
+                get_preset(spec["preset"])
+            except KeyError as error:
+                problems.append(f"{where}.preset: {error.args[0]}")
+    for name, spec in AUTOENCODERS.items():
+        if spec["preset"] not in AUTOENCODER_PRESETS:
+            problems.append(f"autoencoders.{name}.preset: unknown autoencoder preset {spec['preset']!r}; "
+                            f"known: {', '.join(AUTOENCODER_PRESETS)}")
+    samplers = [("sampling.samplers", s) for s in SAMPLING.get("samplers", [])]
+    samplers += [(f"runs.{r}.samplers", s) for r, spec in RUNS.items() for s in spec.get("samplers", [])]
+    samplers += [("t2i.sampler", t2i["sampler"])] if "sampler" in t2i else []
+    for where, name in samplers:
+        try:
+            get_sampler(name)
+        except ValueError as error:
+            problems.append(f"{where}: {error}")
+    if problems:
+        raise ValueError("workflow config: " + "\n  ".join(problems))
+
+
+check_names()
+
+
 def check_eval_kimgs():
     """Curve points must be snapshots the trainer writes (every snapshot_kimg, and the final kimg)."""
     from pixeldit.presets import get_preset
@@ -61,6 +96,7 @@ def check_eval_kimgs():
 
 
 check_eval_kimgs()
+
 
 
 def network_file(run, kimg):
