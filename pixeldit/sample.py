@@ -240,15 +240,13 @@ def sample_shards(network_path: str | os.PathLike, out_dir: str | os.PathLike, n
     out_dir = Path(out_dir)
     settings = sampling_settings(sampler, seed, sha256_file(plan.network_path), plan.resolution, plan.num_classes,
                                  quantization, autocast_bf16, plan.latent)
-    out_dir.mkdir(parents=True, exist_ok=True)
     mine = [plan.shards[i] for i in plan.shard_ids]
     pending = pending_shards(out_dir, mine, settings)
+    device = resolve_device(device)
+    model, metadata = load_network(plan.network_path, which="ema")   # checked before anything is written
     bytes_per_image = plan.resolution ** 2 * 3
     check_disk_space(out_dir, sum(b - a + 1 for a, b in pending) * bytes_per_image
                      + (n * bytes_per_image * (2 if png else 1) if merge else 0), f"sampling {len(pending)} shards")
-
-    model, metadata = load_network(plan.network_path, which="ema")
-    device = resolve_device(device)
     model.float().eval().to(device)
     if metadata.get("prediction", "v") != "v":   # an x-predicting network: samplers integrate its implied velocity
         model = flow.VelocityFromPrediction(model, metadata["prediction"])

@@ -47,5 +47,5 @@ def tiny_dataset(tmp_path_factory):
         for i in range(64):
             writer.add(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), i % 10)
         writer.finish({"name": "tiny16", "num_classes": 10, "class_names": [str(c) for c in range(10)],
-                       "source": "tests", "preprocessing": "random", "prepare_command": "tests/conftest.py"})
+                       "source": {"kind": "tests"}, "preprocessing": "random", "prepare_command": "tests/conftest.py"})
     return out

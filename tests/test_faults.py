@@ -178,3 +178,109 @@ def test_the_next_write_removes_what_a_killed_job_left(directory, write, tmp_pat
     with pytest.warns(UserWarning, match="stopped before it finished"):
         write(target)
     assert not left.exists() and live.exists() and foreign.exists()
+
+
+@pytest.fixture
+def snapshot(tmp_path):
+    model = build_network("PixelDiT-T/4")
+    return save_network(tmp_path / "net" / "network-snapshot-0000001.safetensors", model.config,
+                        ema=model.state_dict(), metadata={"resolution": 16})
+
+
+def _mismatched_snapshot(snapshot: Path) -> None:
+    other = build_network("PixelDiT-S/4")                 # PixelDiT-T/4's header over PixelDiT-S/4's tensors
+    save_network(snapshot, build_network("PixelDiT-T/4").config, ema=other.state_dict(), metadata={"resolution": 16})
+
+
+def _malformed_manifest(dataset: Path) -> None:
+    manifest = json.loads((dataset / "dataset.json").read_text())
+    manifest["source"] = "a string where an object belongs"
+    (dataset / "dataset.json").write_text(json.dumps(manifest))
+
+
+def _non_number_result(results: Path) -> None:
+    path = next((results / "metrics").rglob("*.json"))
+    record = json.loads(path.read_text())
+    record["values"]["fid"] = "n/a"
+    path.write_text(json.dumps(record))
+
+
+REPORT_FIXTURE = Path(__file__).parent / "fixtures" / "report" / "results"
+
+
+@pytest.mark.parametrize("prepare, args, message", [
+    (None, ["sample", "{snapshot}", "--out", "{tmp}/s", "--n", "20", "--sampler", "euler-20", "--shards", "5-3"],
+     "runs backwards; write it as '3-5'"),
+    (None, ["sample", "{snapshot}", "--out", "{tmp}/s", "--n", "-5", "--sampler", "euler-20"], "n=-5"),
+    (None, ["sample", "{snapshot}", "--out", "{tmp}/s", "--n", "10", "--sampler", "ab2-20-cgf"],
+     "unknown sampler 'ab2-20-cgf'"),
+    (_mismatched_snapshot, ["sample", "{snapshot}", "--out", "{tmp}/s", "--n", "10", "--sampler", "euler-20"],
+     "weights do not fit the PixelDiT-T/4 network"),
+    (None, ["data", "prepare", "{tmp}", "--out", "{tmp}/d", "--res", "0"], "--res 0: the resolution must be a positive number"),
+    (None, ["train", "digits32-s4", "--set", "mu=3", "--out", "{tmp}/run"], "['mu']"),   # brackets kept, not markup
+    (None, ["train", "digits32-s4", "--kimg", "-2", "--out", "{tmp}/run"], "budget must be at least 1 kimg"),
+    (_malformed_manifest, ["data", "info", "{data}"], "is malformed: source is str"),
+    (_non_number_result, ["report", "--results", "{results}", "--out", "{tmp}/report"],
+     "values.fid is 'n/a', not a number"),
+], ids=["shards-backwards", "negative-n", "sampler-typo", "header-vs-weights", "res-0", "markup", "negative-kimg",
+        "manifest-types", "report-non-number"])
+def test_fault_rows(prepare, args, message, snapshot, tiny_dataset, tmp_path, capsys):
+    data, results = tmp_path / "data", tmp_path / "results"
+    shutil.copytree(tiny_dataset, data)
+    shutil.copytree(REPORT_FIXTURE, results)
+    target = {"_mismatched_snapshot": snapshot, "_malformed_manifest": data, "_non_number_result": results}
+    if prepare is not None:
+        prepare(target[prepare.__name__])
+    before = {name: digests(folder) for name, folder in (("data", data), ("results", results), ("net", snapshot.parent))}
+    args = [a.format(snapshot=snapshot, tmp=tmp_path, data=data, results=results) for a in args]
+    code, output = run_cli(args, capsys, tmp_path / "logs")
+    assert code == EXIT_BAD_INPUT and message in output, output
+    assert {name: digests(folder) for name, folder in (("data", data), ("results", results), ("net", snapshot.parent))} \
+        == before
+    assert not any((tmp_path / name).exists() for name in ("s", "d", "run", "report"))
+
+
+def _images(shape) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+
+
+def _samples(folder: Path) -> None:
+    """The sample archives the rows below score: channel-first, 8×8 against a 16×16 reference, a bad zip CRC."""
+    np.savez(folder / "chw.npz", arr_0=_images((20, 3, 16, 16)))
+    np.savez(folder / "small.npz", arr_0=_images((20, 8, 8, 3)))
+    np.savez(folder / "crc.npz", arr_0=_images((20, 16, 16, 3)))
+    data = bytearray((folder / "crc.npz").read_bytes())
+    data[600:664] = bytes(64)                              # inside arr_0: np.load would say "Bad CRC-32"
+    (folder / "crc.npz").write_bytes(bytes(data))
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("this ran while loading",))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["eval", "imagenet", "{inputs}/chw.npz", "--ref", "{data}", "--out", "{tmp}/e.json"], "looks channel-first"),
+    (["eval", "imagenet", "{inputs}/small.npz", "--ref", "{data}", "--out", "{tmp}/e.json"],
+     "are 8×8 but reference"),
+    (["eval", "imagenet", "{inputs}/crc.npz", "--ref", "{data}", "--out", "{tmp}/e.json"], "fails its zip CRC"),
+    (["weights", "import", "c2i", "{inputs}/code.ckpt", "{tmp}/e.safetensors"], "needs a full pickle load"),
+    (["sample", "merge", "{inputs}/shards"], "does not match the sha256 in its sidecar"),
+], ids=["channel-first", "resolution-mismatch", "zip-crc", "pickle-runs-code", "merge-damaged-shard"])
+def test_existing_bad_input_rows(args, message, snapshot, tiny_dataset, tmp_path, capsys):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    _samples(inputs)
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "extra": _RunsCode()}, inputs / "code.ckpt")
+    assert run_cli(["sample", snapshot, "--out", inputs / "shards", "--n", "10", "--sampler", "euler-20",
+                    "--shard-size", "5", "--no-merge"], capsys, tmp_path / "logs")[0] == 0
+    shard = sorted((inputs / "shards").glob("shard-*.npz"))[0]
+    data = bytearray(shard.read_bytes())
+    data[-300] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    before = digests(inputs)
+    args = [a.format(inputs=inputs, data=tiny_dataset, tmp=tmp_path) for a in args]
+    code, output = run_cli(args, capsys, tmp_path / "logs")
+    assert code == EXIT_BAD_INPUT and message in output, output
+    assert "this ran while loading" not in output and digests(inputs) == before
+    assert not list(tmp_path.glob("e.*")) and not (inputs / "shards" / "samples.npz").exists()

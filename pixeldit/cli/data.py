@@ -51,8 +51,10 @@ def prepare(
                 return
             path = prepare_digits32(out, overwrite=overwrite)
         else:
-            if res is None or res < 1:
+            if res is None:
                 raise fail("--res is required for a folder or tar source, e.g. --res 256")
+            if res < 1:
+                raise fail(f"--res {res}: the resolution must be a positive number of pixels, e.g. --res 256")
             if dry_run:
                 listing = list_source(src)
                 megabytes = len(listing.files) * res * res * 3 / 2**20

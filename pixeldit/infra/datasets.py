@@ -50,7 +50,8 @@ def prepare_command(source: str, out: str | os.PathLike, resolution: int) -> str
 def rebuild_command(path: str | os.PathLike, manifest: Mapping[str, Any]) -> str:
     """The stored `prepare_command` aimed at where the dataset is now (it may have been moved or copied since
     it was built), with --overwrite: what every error about a damaged dataset tells the user to run."""
-    words = shlex.split(manifest.get("prepare_command") or "pixeldit-bench data prepare SRC --out OUT")
+    stored = manifest.get("prepare_command")
+    words = shlex.split(stored if isinstance(stored, str) and stored else "pixeldit-bench data prepare SRC --out OUT")
     if "--out" in words[:-1]:
         words[words.index("--out") + 1] = str(path)
     return shlex.join([*words, "--overwrite"])
@@ -195,10 +196,21 @@ _REQUIRED_FIELDS = ("name", "resolution", "count", "num_classes", "class_names",
                     "labels", "source", "preprocessing", "skipped", "prepare_command")
 
 
+_FIELD_TYPES = {"name": str, "resolution": int, "count": int, "num_classes": int, "class_names": list,
+                "splits": dict, "shards": list, "labels": dict, "source": dict, "preprocessing": str,
+                "skipped": dict, "prepare_command": str}
+
+
 def _validate_manifest(manifest: Mapping[str, Any], path: Path) -> None:
     missing = [key for key in _REQUIRED_FIELDS if key not in manifest]
     if missing:
         raise DatasetError(f"{path / MANIFEST_NAME} lacks fields {missing}")
+    wrong = [f"{key} is {type(manifest[key]).__name__}" for key, kind in _FIELD_TYPES.items()
+             if not isinstance(manifest[key], kind) or isinstance(manifest[key], bool)]
+    wrong += [f"shards[{i}] is not an object with file, count and sha256" for i, shard in enumerate(manifest["shards"])
+              if not (isinstance(shard, dict) and {"file", "count", "sha256"} <= set(shard))]
+    if wrong:
+        raise DatasetError(f"{path / MANIFEST_NAME} is malformed: {'; '.join(wrong)}")
     if sum(shard["count"] for shard in manifest["shards"]) != manifest["count"]:
         raise DatasetError(f"{path / MANIFEST_NAME}: shard counts do not add up to count={manifest['count']}")
     if len(manifest["class_names"]) != manifest["num_classes"]:

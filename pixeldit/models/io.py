@@ -140,13 +140,27 @@ def load_weights_into(model: torch.nn.Module, path: str | os.PathLike, which: st
                      if getattr(config, f, None) != getattr(model.config, f, None)}
         raise ValueError(f"{path} holds a {config.name or 'PixelDiT'} network but the model is "
                          f"{model.config.name or 'PixelDiT'}; differing fields (file, model): {differing}")
-    model.load_state_dict(load_state(path, which))
+    return _load_fitting(model, load_state(path, which), path)
+
+
+def _load_fitting(model: torch.nn.Module, state: dict[str, torch.Tensor], path) -> torch.nn.Module:
+    """Load `state` into `model`, or say in one line how the file's weights differ from what its header says."""
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    reshaped = [f"{key} {tuple(state[key].shape)} (model {tuple(expected[key].shape)})"
+                for key in expected if key in state and state[key].shape != expected[key].shape]
+    if missing or unexpected or reshaped:
+        found = [f"{len(items)} {what} (e.g. {', '.join(items[:2])})" for items, what in
+                 ((reshaped, "of another shape"), (missing, "missing"), (unexpected, "unexpected")) if items]
+        raise ValueError(f"{path}: its weights do not fit the {model.config.name or type(model).__name__} network "
+                         f"its header describes: {'; '.join(found)}; the file was written from another model — "
+                         f"write it again from the network it came from (rerun the training or import command)")
+    model.load_state_dict(state)
     return model
 
 
 def load_network(path: str | os.PathLike, which: str = "ema") -> tuple[torch.nn.Module, dict]:
     """Build the model a network file describes and load its weights: returns (model, metadata incl. config)."""
     config, metadata, _ = read_network_header(path)
-    model = build_network(config)
-    model.load_state_dict(load_state(path, which))
+    model = _load_fitting(build_network(config), load_state(path, which), path)
     return model.eval(), {"config": config.to_dict(), **metadata}

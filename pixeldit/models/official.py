@@ -121,7 +121,9 @@ def load_checkpoint_file(path: str | Path, trust_pickle: bool = False) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         if not trust_pickle:
-            raise ValueError(f"{path} needs a full pickle load (it stores more than tensors: {str(error).splitlines()[0]}). "
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+            what = f"it refers to {found[1]}" if found else "it stores more than tensors"
+            raise ValueError(f"{path} needs a full pickle load ({what}). "
                              f"Pickles can run code: pass --trust-pickle only for files from a source you trust.") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile) as error:
         raise ValueError(f"{path} is not a readable PyTorch checkpoint ({error}); it may be truncated — download it again") from None

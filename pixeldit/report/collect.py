@@ -128,6 +128,9 @@ def _row(path: Path, results_dir: Path, record: Mapping[str, Any]) -> dict[str, 
         if key in row:
             raise ValueError(f"{path}: value name {key!r} collides with report column {key!r}; "
                              "rename the metric in the evaluator")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError(f"{path}: values.{key} is {value!r}, not a number (or null with a reason under "
+                             f"`unavailable`); rescore it with `pixeldit-bench eval` or correct the file")
         row[key] = value
     return row
 
