@@ -3,9 +3,11 @@
 #   bash .ci/bootstrap.sh snakemake --cores all       # the base stack only (what the embedded benchmark uses)
 #   bash .ci/bootstrap.sh pytest                      # every stack: the tests cover every backend
 #   PIXELDIT_STACKS=geneval bash .ci/bootstrap.sh snakemake --cores all --configfile workflow/config/t2i.yaml
-# Stacks: base (.venv: torch first, on its own, then .ci/requirements.txt and this package); geneval (GenEval's
-# mmdet detector in .venv; mmcv compiles from source, ~6 min); modelscope (the mPLUG DPG backend in
-# .venv-modelscope, layered over .venv; fairseq compiles, ~7 min).
+# Stacks: base (.venv: torch first, on its own, then .ci/requirements.txt and this package: what the embedded
+# benchmark imports); full (.ci/requirements-full.txt into .venv: the tests, the other FID backends, the
+# text-to-image stack, the cluster executors); geneval (GenEval's mmdet detector in .venv; mmcv compiles from
+# source, ~6 min); modelscope (the mPLUG DPG backend in .venv-modelscope, layered over .venv; fairseq
+# compiles, ~7 min). geneval and modelscope include full.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
@@ -18,7 +20,8 @@ stamp_of() { cat "$@" | sha1sum | cut -c1-40; }
 is_current() { [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]; }
 
 stacks=",${PIXELDIT_STACKS:-},"
-[ "${1:-}" = pytest ] && stacks=",geneval,modelscope,"
+[ "${1:-}" = pytest ] && stacks=",full,geneval,modelscope,"
+[[ $stacks == *,geneval,* || $stacks == *,modelscope,* ]] && stacks="$stacks,full,"
 
 base_stamp="$venv/.pixeldit-installed"
 base_want="$(stamp_of "$root/.ci/requirements.txt" "$root/pyproject.toml")"
@@ -35,13 +38,23 @@ if ! is_current "$base_stamp" "$base_want"; then
     stage "base stack ready"
 fi
 
+full_stamp="$venv/.pixeldit-full"
+full_want="$(stamp_of "$root/.ci/requirements-full.txt" "$base_stamp")"
+if [[ $stacks == *,full,* ]] && ! is_current "$full_stamp" "$full_want"; then
+    stage "full stack into $venv: .ci/requirements-full.txt (tests, backends, text-to-image, executors; ~1 minute)"
+    "$venv/bin/python" -m pip install "${pip_quiet[@]}" -c "$root/.ci/requirements.txt" \
+        -c "$root/.ci/requirements-full.txt" -r "$root/.ci/requirements-full.txt"
+    echo "$full_want" > "$full_stamp"
+    stage "full stack ready"
+fi
+
 geneval_stamp="$venv/.pixeldit-geneval"
 geneval_want="$(stamp_of "$root/.ci/requirements-geneval.txt" "$base_stamp")"
 if [[ $stacks == *,geneval,* ]] && ! is_current "$geneval_stamp" "$geneval_want"; then
     stage "geneval stack (mmdet detector) into $venv: compiling mmcv from source takes ~6 minutes on 2 cores"
     # mmcv compiles against the installed torch, so no build isolation (which would fetch another torch).
     MAX_JOBS="${MAX_JOBS:-2}" "$venv/bin/python" -m pip install "${pip_quiet[@]}" --no-build-isolation \
-        -c "$root/.ci/requirements.txt" -r "$root/.ci/requirements-geneval.txt"
+        -c "$root/.ci/requirements.txt" -c "$root/.ci/requirements-full.txt" -r "$root/.ci/requirements-geneval.txt"
     echo "$geneval_want" > "$geneval_stamp"
     stage "geneval stack ready"
 fi

@@ -17,7 +17,7 @@ BIN = Path(sys.executable).parent
 
 def _tool(name: str) -> str:
     path = shutil.which(name, path=str(BIN)) or shutil.which(name)
-    assert path, f"{name} is not installed; it is pinned in .ci/requirements.txt (run `bash .ci/bootstrap.sh pytest`)"
+    assert path, f"{name} is not installed; it is pinned in .ci/requirements-full.txt (run `bash .ci/bootstrap.sh pytest`)"
     return path
 
 

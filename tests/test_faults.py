@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from pixeldit.cli import main
-from pixeldit.cli.console import EXIT_BAD_INPUT, EXIT_INTERNAL
+from pixeldit.cli.console import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_MISSING_FILE
 from pixeldit.infra.datasets import DatasetWriter
 from pixeldit.infra.files import write_json_atomic
 from pixeldit.infra.runs import load_newest_training_state, save_training_state
@@ -95,6 +95,15 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(monkeypat
     monkeypatch.setenv("PIXELDIT_DEBUG", "1")
     with pytest.raises(RuntimeError, match="injected"):
         main(["models", "--json"])
+
+
+def test_a_package_outside_the_base_stack_names_the_command_that_installs_it(monkeypatch, tmp_path, capsys):
+    """README command (a) installs only the base stack; a command needing the full one says how to get it."""
+    def without_clean_fid(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'cleanfid'", name="cleanfid")
+    monkeypatch.setattr(sys.modules["pixeldit.cli.main"], "count_params", without_clean_fid)
+    code, output = run_cli(["models", "--json"], capsys, tmp_path / "logs")
+    assert code == EXIT_MISSING_FILE and "`cleanfid`" in output and "PIXELDIT_STACKS=full" in output, output
 
 
 def test_resume_falls_back_past_damaged_and_unreadable_states(tmp_path):

@@ -103,8 +103,13 @@ def debug_requested() -> bool:
 
 
 def unhandled_error(error: BaseException) -> tuple[str, int]:
-    """(message, exit code) for an error no command turned into a message: a file-system error names the
-    path and the reason (exit 1); anything else is a bug (exit 70) and says how to see its traceback."""
+    """(message, exit code) for an error no command turned into a message: a package missing from the base
+    set-up names the command that installs it (exit 4); a file-system error names the path and the reason
+    (exit 1); anything else is a bug (exit 70) and says how to see its traceback."""
+    if isinstance(error, ModuleNotFoundError) and error.name:
+        return (f"the Python package that provides `{error.name}` is not installed here: the base set-up installs only "
+                f"what the embedded benchmark needs; `PIXELDIT_STACKS=full bash .ci/bootstrap.sh true` installs the "
+                f"rest (.ci/requirements-full.txt, about a minute)", EXIT_MISSING_FILE)
     if isinstance(error, OSError) and error.strerror:
         paths = " -> ".join(str(name) for name in (error.filename, error.filename2) if name is not None)
         where = f"{paths}: " if paths else ""
