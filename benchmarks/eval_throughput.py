@@ -14,9 +14,9 @@ precision/recall on `inception-v3-compat` with the same weights file:
 images/s = 2N / wall seconds of the whole call (features and metrics). The images are the embedded
 digits (32×32), cycled with random rolls up to N; content does not change the speed.
 
-It also times the two Fréchet routes on the same pair of 2048-d statistics (N features per set, so
-rank-deficient below 2048 as small sample sets are): ADM's `scipy.linalg.sqrtm` and the symmetric `eigh`
-route, with their ratio and relative difference.
+It also times the three Fréchet routes for one set of N 2048-d sample features against one (mu, sigma) (so
+rank-deficient below 2048, as small sample sets are): ADM's `scipy.linalg.sqrtm`, the symmetric `eigh` route
+and the `gram` route (n×n, the default below 2048 features), with their ratios and relative differences.
 """
 from __future__ import annotations
 
@@ -38,7 +38,11 @@ import torch  # noqa: E402
 
 import pixeldit  # noqa: E402,F401  (torchvision shim before torch-fidelity)
 from evaluators.imagenet import evaluate_imagenet, resolve_weights  # noqa: E402
-from evaluators.imagenet.metrics import fid_statistics, frechet_distance  # noqa: E402
+from evaluators.imagenet.metrics import (  # noqa: E402
+    fid_statistics,
+    frechet_distance,
+    frechet_distance_of_features,
+)
 from pixeldit.data.digits import digits32_images  # noqa: E402
 from pixeldit.infra.files import write_json_atomic  # noqa: E402
 
@@ -89,19 +93,24 @@ def run_torch_fidelity(samples: np.ndarray, reference: np.ndarray, weights_path:
 
 
 def frechet_routes(count: int, dim: int = 2048) -> dict:
-    """Both routes on one pair of (mu, sigma) from count×dim correlated features; seconds, ratio, difference."""
+    """The three routes for one sample set (count×dim correlated features) against one (mu, sigma): seconds,
+    ratios against ADM's sqrtm and relative differences; gram takes the sample features, as the evaluator does."""
     rng = np.random.default_rng(0)
     mixing = rng.standard_normal((dim, dim)) / np.sqrt(dim)
-    stats = [fid_statistics((rng.standard_normal((count, dim)) @ mixing + shift).astype(np.float32))
-             for shift in (0.0, 0.1)]
+    samples, reference = ((rng.standard_normal((count, dim)) @ mixing + shift).astype(np.float32)
+                          for shift in (0.0, 0.1))
+    sample_stats, reference_stats = fid_statistics(samples), fid_statistics(reference)
     values, seconds = {}, {}
-    for route in ("sqrtm", "eigh"):
-        values[route], seconds[route] = timed(lambda: frechet_distance(*stats[0], *stats[1], route=route),
-                                              f"frechet_{route}")
+    for route in ("sqrtm", "eigh", "gram"):
+        values[route], seconds[route] = timed(
+            lambda: frechet_distance_of_features(samples, *reference_stats, route=route), f"frechet_{route}")
+    assert values["eigh"] == frechet_distance(*sample_stats, *reference_stats, route="eigh")
     return {"dim": dim, "features_per_set": count, "values": values,
             "seconds": {route: round(value, 3) for route, value in seconds.items()},
             "ratio_sqrtm_over_eigh": round(seconds["sqrtm"] / seconds["eigh"], 2),
-            "relative_difference": abs(values["eigh"] - values["sqrtm"]) / abs(values["sqrtm"])}
+            "ratio_sqrtm_over_gram": round(seconds["sqrtm"] / seconds["gram"], 2),
+            "relative_difference": {route: abs(values[route] - values["sqrtm"]) / abs(values["sqrtm"])
+                                    for route in ("eigh", "gram")}}
 
 
 def main() -> None:

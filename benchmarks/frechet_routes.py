@@ -1,11 +1,12 @@
-"""Both Fréchet routes (ADM's sqrtm, the symmetric eigh) on every ImageNet-suite result of a finished run; writes JSON.
+"""The Fréchet routes (ADM's sqrtm, the symmetric eigh, the n×n gram) on every ImageNet-suite result of a finished
+run; writes JSON.
 
     python benchmarks/frechet_routes.py results --out results/bench/frechet_routes.json
 
 For each `metrics/**/imagenet.json` (and `rfid` results) under RESULTS it rescores the recorded samples against
 the recorded reference with FID and sFID by each route (features come from the evaluator's cache, so only the
-distances are recomputed) and reports both values, their relative difference and the distance time. The eigh
-route may be the default only where every relative difference is within 1e-6. Run it in the folder the
+distances are recomputed) and reports the values, each route's relative difference to sqrtm and the distance
+time. A route may be the default only where every relative difference is within 1e-6. Run it in the folder the
 workflow ran in: results record their samples and reference paths relative to it.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from evaluators.imagenet import evaluate_imagenet  # noqa: E402
 from pixeldit.infra.files import write_json_atomic  # noqa: E402
 
-ROUTES = ("sqrtm", "eigh")
+ROUTES = ("sqrtm", "eigh", "gram")
 TOLERANCE = 1e-6
 
 
@@ -35,8 +36,8 @@ def rescore(record_path: Path) -> dict:
         row[route] = {metric: scored["values"][metric] for metric in ("fid", "sfid")}
         row[f"{route}_seconds"] = round(time.perf_counter() - started, 2)
     row["relative_difference"] = {
-        metric: abs(row["eigh"][metric] - row["sqrtm"][metric]) / abs(row["sqrtm"][metric])
-        for metric in ("fid", "sfid") if row["sqrtm"][metric] is not None}
+        f"{route}_{metric}": abs(row[route][metric] - row["sqrtm"][metric]) / abs(row["sqrtm"][metric])
+        for route in ROUTES[1:] for metric in ("fid", "sfid") if row["sqrtm"][metric] is not None}
     return row
 
 
@@ -56,7 +57,8 @@ def main() -> None:
     write_json_atomic(args.out, report)
     print(json.dumps({key: value for key, value in report.items() if key != "rows"}, indent=2))
     for row in rows:
-        print(f"{row['result']}: fid {row['sqrtm']['fid']:.9g} vs {row['eigh']['fid']:.9g}, "
+        print(f"{row['result']}: fid sqrtm {row['sqrtm']['fid']:.9g}, eigh {row['eigh']['fid']:.9g}, "
+              f"gram {row['gram']['fid']:.9g}, "
               f"rel {row['relative_difference']}")
 
 

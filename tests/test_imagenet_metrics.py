@@ -14,6 +14,7 @@ from evaluators.imagenet.metrics import (
     _Distances,
     fid_statistics,
     frechet_distance,
+    frechet_distance_of_features,
     inception_score,
     is_splits,
     kernel_inception_distance,
@@ -64,6 +65,37 @@ def test_the_eigh_route_agrees_with_sqrtm(count_a, count_b):
     assert abs(frechet_distance(*stats_a, *stats_a, route="eigh")) < 1e-6 * np.trace(stats_a[1])
     with pytest.raises(ImageNetEvalError, match="unknown Fréchet route 'svd'"):
         frechet_distance(*stats_a, *stats_b, route="svd")
+
+
+def _exact_fid(a: np.ndarray, b: np.ndarray) -> float:
+    """FID of two feature sets without a matrix square root: sigma_a sigma_b = (Ac^T Ac)(Bc^T Bc) / ((n_a-1)(n_b-1))
+    shares its nonzero eigenvalues with C C^T, C = Ac Bc^T, so tr sqrt is C's nuclear norm: singular values carry
+    an absolute error of eps |C|, where the square-root routes' null directions carry sqrt(eps)."""
+    (mu_a, sigma_a), (mu_b, sigma_b) = fid_statistics(a), fid_statistics(b)
+    centred_a, centred_b = (x.astype(np.float64) - x.astype(np.float64).mean(axis=0) for x in (a, b))
+    nuclear = np.linalg.svd(centred_a @ centred_b.T, compute_uv=False).sum() / np.sqrt((len(a) - 1) * (len(b) - 1))
+    diff = mu_a - mu_b
+    return float(diff.dot(diff) + np.trace(sigma_a) + np.trace(sigma_b) - 2 * nuclear)
+
+
+@pytest.mark.parametrize("count_a, count_b", [(60, 90), (200, 500), (256, 90), (2000, 3000)])
+def test_the_gram_route_agrees_with_sqrtm_and_the_exact_value(count_a, count_b):
+    """The n×n form (n <= d) is within 1e-7 relative of the exact value and 1e-6 of sqrtm on rank-deficient
+    covariances (as sqrtm and eigh are: each has a rounding floor in the null space), and is eigh where it
+    falls back to it (n > d)."""
+    a, b = _features(12, count=count_a, dim=256), _features(13, count=count_b, dim=256, shift=0.3, scale=1.2)
+    stats_a, stats_b = fid_statistics(a), fid_statistics(b)
+    exact, sqrtm = _exact_fid(a, b), frechet_distance(*stats_a, *stats_b, route="sqrtm")
+    gram = frechet_distance_of_features(a, *stats_b, route="gram")
+    assert exact > 1.0 and abs(gram - exact) <= 1e-7 * exact and abs(gram - sqrtm) <= 1e-6 * sqrtm, (exact, sqrtm, gram)
+    for route in ("sqrtm", "eigh"):          # the other routes through the features entry point are unchanged
+        assert frechet_distance_of_features(a, *stats_b, route=route) == frechet_distance(*stats_a, *stats_b,
+                                                                                           route=route)
+    if count_a > a.shape[1]:
+        assert gram == frechet_distance(*stats_a, *stats_b, route="eigh")
+    assert abs(frechet_distance_of_features(a, *stats_a, route="gram")) < 1e-6 * np.trace(stats_a[1])
+    with pytest.raises(ImageNetEvalError, match="statistics of different sizes"):
+        frechet_distance_of_features(a[:, :100], *stats_b, route="gram")
 
 
 def test_fid_rejects_statistics_of_different_sizes():

@@ -41,7 +41,7 @@ from evaluators.imagenet.metrics import (
     PR_BLOCK,
     PR_K,
     fid_statistics,
-    frechet_distance,
+    frechet_distance_of_features,
     inception_score,
     is_splits,
     kernel_inception_distance,
@@ -217,9 +217,8 @@ def _run_adm(plan: Plan, progress: bool) -> tuple[dict, dict]:
     for metric, layer, stat in (("fid", "pool3", "fid"), ("sfid", "spatial", "sfid")):
         if metric in want:
             clock = time.perf_counter()
-            mu1, sigma1 = fid_statistics(getattr(smp, layer))
             mu2, sigma2 = ref.load_stats(stat) or fid_statistics(getattr(ref_feats, layer))
-            values[metric] = frechet_distance(mu1, sigma1, mu2, sigma2, route=plan.frechet)
+            values[metric] = frechet_distance_of_features(getattr(smp, layer), mu2, sigma2, route=plan.frechet)
             timings[metric] = time.perf_counter() - clock
     if "is" in want:
         clock = time.perf_counter()
