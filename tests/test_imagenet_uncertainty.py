@@ -111,3 +111,67 @@ def test_sizes_and_settings():
         resolve_resamples(1, 200, 2048)
     with pytest.raises(ImageNetEvalError, match="do not fit"):
         ResampledFrechet(np.zeros((4, 3)), np.zeros(2), np.eye(2))
+
+
+# ------------------------------------------------------------------------ wired into evaluate_imagenet
+
+
+@pytest.fixture(scope="module")
+def digit_sets(imagenet_env, tmp_path_factory):
+    """60 real digits as samples (an ADM .npz), 40 disjoint ones as the reference."""
+    from pixeldit.data.digits import digits32_images
+
+    images = digits32_images()[0]
+    folder = tmp_path_factory.mktemp("uncertainty")
+    np.savez(folder / "samples.npz", arr_0=images[:60])
+    np.savez(folder / "reference.npz", arr_0=images[200:240])
+    return folder / "samples.npz", folder / "reference.npz"
+
+
+def test_evaluate_records_bootstrap_and_fid_vs_n(digit_sets):
+    from evaluators.imagenet import evaluate_imagenet
+
+    record = evaluate_imagenet(*digit_sets, metrics="fid", weights="offline")
+    fid, extra = record["values"]["fid"], record["extra"]
+    assert list(record["values"]) == ["fid"]                        # the values block is unchanged
+    boot = extra["fid_bootstrap"]
+    assert (boot["resamples"], boot["seed"], boot["count"], boot["method"]) == (DEFAULT_BOOTSTRAP_RESAMPLES, 0, 60,
+                                                                                "gram")
+    assert boot["p2.5"] < boot["mean"] < boot["p97.5"] and boot["std"] > 0
+    assert extra["fid_vs_n"]["n"] == [50, 60] and extra["fid_vs_n"]["fid"][-1] == fid
+    assert {"fid_bootstrap", "fid_vs_n"} <= set(extra["timings_s"])
+    card = record["protocol"]["fid"]["uncertainty"]
+    assert card["bootstrap_resamples"] == DEFAULT_BOOTSTRAP_RESAMPLES and card["bootstrap_seed"] == 0
+    assert card["fid_vs_n"]["sizes"] == [50, 60] and "reference statistics fixed" in card["resampled"]
+
+    again = evaluate_imagenet(*digit_sets, metrics="fid", weights="offline")
+    assert again["extra"]["cache"]["metrics"] == "hit" and again["extra"]["fid_bootstrap"] == boot
+    off = evaluate_imagenet(*digit_sets, metrics="fid", weights="offline", bootstrap=0)
+    assert off["extra"]["cache"]["metrics"] == "miss" and off["values"] == record["values"]   # memo key holds B
+    assert "fid_bootstrap" not in off["extra"] and off["extra"]["fid_vs_n"]["fid"][-1] == fid
+    assert off["protocol"]["fid"]["uncertainty"]["bootstrap_note"] == "disabled (--bootstrap 0)"
+    # another B and seed: test_cli_bootstrap_options
+
+def test_cli_bootstrap_options(digit_sets, tmp_path):
+    import json
+
+    import typer
+    from typer.testing import CliRunner
+
+    from pixeldit.cli.eval_imagenet import eval_imagenet
+
+    app, eval_app = typer.Typer(), typer.Typer()
+    eval_app.command("imagenet")(eval_imagenet)
+    app.add_typer(eval_app, name="eval")
+    runner = CliRunner()
+    base = ["eval", "imagenet", str(digit_sets[0]), "--ref", str(digit_sets[1]), "--weights", "offline"]
+    dry = runner.invoke(app, [*base, "--bootstrap", "0", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert json.loads(dry.output)["fid_bootstrap"] == {"resamples": 0, "seed": 0, "note": "disabled (--bootstrap 0)"}
+    assert runner.invoke(app, [*base, "--bootstrap", "1", "--dry-run"]).exit_code == 1
+    out = tmp_path / "fid.json"
+    run = runner.invoke(app, [*base, "--metrics", "fid", "--bootstrap", "40", "--bootstrap-seed", "2", "--out", str(out)])
+    assert run.exit_code == 0, run.output
+    assert "FID bootstrap (40 resamples of the samples, seed 2)" in " ".join(run.output.split())
+    boot = json.loads(out.read_text())["extra"]["fid_bootstrap"]
+    assert (boot["resamples"], boot["seed"]) == (40, 2)
