@@ -161,7 +161,9 @@ def _fid_vs_n(run: str, rows: pd.DataFrame, setting: str) -> PlotJob:
         axes.set_xscale("log", base=2)
         from matplotlib.ticker import FuncFormatter  # lazy: as in write_plot
 
+        axes.set_xticks(sorted({size for curve in rows["fid_vs_n"] for size in curve["n"]}))
         axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axes.xaxis.set_minor_formatter(FuncFormatter(lambda value, _: ""))
         axes.set(xlabel="samples N (first N of a seeded permutation, log scale)", ylabel="FID",
                  title=f"FID(N) of {run} on {setting_title(setting)}")
         axes.grid(alpha=0.3, which="both")
