@@ -10,6 +10,9 @@ Backends (never mixed inside one result):
 
 A second run on the same samples, reference and settings reads features (and the metric values) from
 the cache, see features.py.
+
+With the FID (adm backend) come `extra["fid_bootstrap"]` (a seeded bootstrap over the samples, reference fixed)
+and `extra["fid_vs_n"]` (FID of nested first-N subsets), see uncertainty.py; the values themselves are unchanged.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import torch
 
 from evaluators.imagenet.backends import backend_unavailable, run_backend
 from evaluators.imagenet.errors import ImageNetEvalError
-from evaluators.imagenet.features import Cache, LazyExtractor, default_batch_size, extract, feature_key
+from evaluators.imagenet.features import DIMS, Cache, LazyExtractor, default_batch_size, extract, feature_key
 from evaluators.imagenet.inception import (
     EXTRACTOR_NAME,
     NETWORK_RESIZE,
@@ -50,6 +53,15 @@ from evaluators.imagenet.metrics import (
 )
 from evaluators.imagenet.reference import Reference, check_compatible, open_reference, reference_summary
 from evaluators.imagenet.sources import ImageSource, open_images
+from evaluators.imagenet.uncertainty import (
+    DEFAULT_BOOTSTRAP_SEED,
+    FID_VS_N_START,
+    RESAMPLED,
+    bootstrap_fid,
+    fid_vs_n,
+    fid_vs_n_sizes,
+    resolve_resamples,
+)
 from evaluators.registry import load_task
 from pixeldit.infra.devices import setup_distributed
 from pixeldit.infra.results import make_result
@@ -57,7 +69,7 @@ from pixeldit.infra.results import make_result
 VERSION = load_task("imagenet")["version"]
 METRICS = ("fid", "sfid", "is", "precision", "recall", "kid")
 BACKENDS = ("adm", "torch-fidelity", "clean-fid")
-_NUMERIC_SOURCES = ("evaluate.py", "metrics.py", "features.py", "inception.py", "backends.py")
+_NUMERIC_SOURCES = ("evaluate.py", "metrics.py", "features.py", "inception.py", "backends.py", "uncertainty.py")
 
 
 @dataclass
@@ -74,6 +86,9 @@ class Plan:
     unavailable: dict[str, str] = field(default_factory=dict)
     frechet: str = DEFAULT_FRECHET_ROUTE
     is_split_rule: str = DEFAULT_IS_SPLIT_RULE
+    bootstrap: int = 0                        # FID bootstrap resamples (resolved: 0 = none)
+    bootstrap_seed: int = DEFAULT_BOOTSTRAP_SEED
+    bootstrap_note: str | None = None         # why no bootstrap runs, when none does
 
     @property
     def computed(self) -> tuple[str, ...]:
@@ -87,6 +102,8 @@ class Plan:
                "reference": reference_summary(self.reference), "weights": self.weights.card(),
                "device": str(self.device), "batch_size": self.batch_size, "frechet": self.frechet,
                "is_split_rule": self.is_split_rule,
+               "fid_bootstrap": {"resamples": self.bootstrap, "seed": self.bootstrap_seed,
+                                 **({"note": self.bootstrap_note} if self.bootstrap_note else {})},
                "cache_root": str(self.cache.root) if self.cache.root else None}
         if self.backend == "adm" and self.cache.root:
             sets = {"samples": self.samples, "reference": self.reference.images}
@@ -110,8 +127,12 @@ def _normalise_metrics(metrics) -> tuple[str, ...]:
 
 def plan_imagenet(samples, reference, *, backend: str = "adm", metrics=None, batch_size: int | None = None,
                   device=None, cache_dir=None, weights: str = "auto", expected_samples: int | None = None,
-                  frechet: str = DEFAULT_FRECHET_ROUTE, is_split_rule: str = DEFAULT_IS_SPLIT_RULE) -> Plan:
-    """Open and validate inputs, resolve weights and check the protocol; computes no features."""
+                  frechet: str = DEFAULT_FRECHET_ROUTE, is_split_rule: str = DEFAULT_IS_SPLIT_RULE,
+                  bootstrap: int | None = None, bootstrap_seed: int = DEFAULT_BOOTSTRAP_SEED) -> Plan:
+    """Open and validate inputs, resolve weights and check the protocol; computes no features.
+
+    bootstrap: FID bootstrap resamples; None = `uncertainty.DEFAULT_BOOTSTRAP_RESAMPLES` where that is cheap
+    (no more samples than pool3 dimensions), else none; 0 = none."""
     if backend not in BACKENDS:
         raise ImageNetEvalError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     if frechet not in FRECHET_ROUTES:
@@ -119,6 +140,8 @@ def plan_imagenet(samples, reference, *, backend: str = "adm", metrics=None, bat
     if is_split_rule not in IS_SPLIT_RULES:
         raise ImageNetEvalError(f"unknown IS split rule {is_split_rule!r}; choose from {', '.join(IS_SPLIT_RULES)}")
     metrics = _normalise_metrics(metrics)
+    if isinstance(bootstrap_seed, bool) or not isinstance(bootstrap_seed, int) or bootstrap_seed < 0:
+        raise ImageNetEvalError(f"the bootstrap seed must be a non-negative integer, got {bootstrap_seed!r}")
     cache = Cache(cache_dir)
     sample_set = open_images(samples, name="samples")
     ref = open_reference(reference, cache.memo)
@@ -142,8 +165,11 @@ def plan_imagenet(samples, reference, *, backend: str = "adm", metrics=None, bat
                                     f"{ref.description} holds statistics only; use backend='adm'")
         unavailable.update(backend_unavailable(backend))
     unavailable = {metric: reason for metric, reason in unavailable.items() if metric in metrics}
+    resamples, note = resolve_resamples(bootstrap, len(sample_set), DIMS["pool3"])
+    if backend != "adm" and resamples:
+        resamples, note = 0, f"not run: the FID bootstrap is computed by the adm backend only (backend {backend})"
     return Plan(sample_set, ref, chosen, backend, metrics, device, batch_size or default_batch_size(device), cache,
-                unavailable, frechet, is_split_rule)
+                unavailable, frechet, is_split_rule, resamples, bootstrap_seed, note)
 
 
 def _code_digest() -> str:
@@ -169,7 +195,8 @@ def _protocol(plan: Plan) -> dict:
         "fid": {"route": plan.frechet, "trace_sqrt": FRECHET_ROUTES[plan.frechet],
                 **({"sqrtm": "scipy.linalg.sqrtm", "eps": 1e-6, "imaginary_atol": 1e-3} if plan.frechet == "sqrtm"
                    else {}),
-                "reference_statistics": "file" if "mu" in plan.reference.stat_keys else "reference images"},
+                "reference_statistics": "file" if "mu" in plan.reference.stat_keys else "reference images",
+                "uncertainty": _uncertainty_card(plan)},
         "is": {**(is_splits(count, plan.is_split_rule) if count >= 10 else {}), "order": "file order, no shuffling",
                "softmax": "float32", "reported": "mean of the split scores"},
         "precision_recall": {"k": PR_K, "distance": "squared euclidean", "fp16_distances": True,
@@ -184,6 +211,21 @@ def _protocol(plan: Plan) -> dict:
     return protocol
 
 
+def _uncertainty_card(plan: Plan) -> dict:
+    """How extra.fid_bootstrap and extra.fid_vs_n are made (the FID value itself does not depend on it)."""
+    card = {"bootstrap_resamples": plan.bootstrap, "bootstrap_seed": plan.bootstrap_seed}
+    if plan.bootstrap:
+        card.update({"resampled": RESAMPLED, "statistics": "counts as weights: mu = sum c x / n, "
+                     "sigma = (X^T diag(c) X - n mu mu^T) / (n - 1), float64",
+                     "interval": "2.5/97.5 percentiles of the resampled FIDs, not bias-corrected",
+                     "frechet": "symmetric eigenvalue route, exact to ~1e-12 of the direct computation"})
+    else:
+        card["bootstrap_note"] = plan.bootstrap_note
+    card["fid_vs_n"] = {"sizes": fid_vs_n_sizes(len(plan.samples), FID_VS_N_START), "seed": plan.bootstrap_seed,
+                        "subsets": "first N of a seeded permutation (nested); the full count is the reported FID"}
+    return card
+
+
 def _run_adm(plan: Plan, progress: bool) -> tuple[dict, dict]:
     """(values, extra) of the ADM backend."""
     want = set(plan.computed)
@@ -194,7 +236,9 @@ def _run_adm(plan: Plan, progress: bool) -> tuple[dict, dict]:
     ref_key = feature_key(ref.images.content_hash(memo), weights) if need_ref else None
     memo_key = hashlib.sha256(json.dumps({
         "code": _code_digest(), "samples": sample_key, "reference": [ref.sha256, ref_key, list(ref.stat_keys)],
-        "metrics": sorted(want), "frechet": plan.frechet, "is_split_rule": plan.is_split_rule}, sort_keys=True).encode()).hexdigest()
+        "metrics": sorted(want), "frechet": plan.frechet, "is_split_rule": plan.is_split_rule,
+        "uncertainty": [plan.bootstrap, plan.bootstrap_seed] if "fid" in want else None},
+        sort_keys=True).encode()).hexdigest()
     cached = plan.cache.read_metrics(memo_key)
     if cached is not None:         # same samples, reference, metrics and code: the stored values
         extra = {**cached["extra"], "cache": {"samples_features": "not read", "reference_features": "not read",
@@ -220,6 +264,8 @@ def _run_adm(plan: Plan, progress: bool) -> tuple[dict, dict]:
             mu2, sigma2 = ref.load_stats(stat) or fid_statistics(getattr(ref_feats, layer))
             values[metric] = frechet_distance_of_features(getattr(smp, layer), mu2, sigma2, route=plan.frechet)
             timings[metric] = time.perf_counter() - clock
+            if metric == "fid":
+                extra.update(_fid_uncertainty(plan, smp.pool3, mu2, sigma2, values["fid"], timings))
     if "is" in want:
         clock = time.perf_counter()
         values["is"], extra["is_split_scores"], extra["is_splits"] = inception_score(smp.logits, plan.is_split_rule)
@@ -247,6 +293,20 @@ def _run_adm(plan: Plan, progress: bool) -> tuple[dict, dict]:
     extra["timings_s"] = {name: round(seconds, 3) for name, seconds in timings.items()}
     plan.cache.write_metrics(memo_key, {"values": values, "extra": extra})
     return values, extra
+
+
+def _fid_uncertainty(plan: Plan, features, mu_ref, sigma_ref, fid: float, timings: dict) -> dict:
+    """extra.fid_bootstrap (when the plan runs one) and extra.fid_vs_n, timed."""
+    out = {}
+    if plan.bootstrap:
+        clock = time.perf_counter()
+        out["fid_bootstrap"] = bootstrap_fid(features, mu_ref, sigma_ref, resamples=plan.bootstrap,
+                                             seed=plan.bootstrap_seed)
+        timings["fid_bootstrap"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    out["fid_vs_n"] = fid_vs_n(features, mu_ref, sigma_ref, seed=plan.bootstrap_seed, full_fid=fid)
+    timings["fid_vs_n"] = time.perf_counter() - clock
+    return out
 
 
 # The samples.json `pixeldit-bench sample` writes: v2 since the shard engine (pixeldit.sample.SAMPLES_SCHEMA),
@@ -277,7 +337,8 @@ def evaluate_imagenet(samples, reference, *, backend: str = "adm", metrics=None,
                       device=None, cache_dir=None, weights: str = "auto", expected_samples: int | None = None,
                       progress: bool = False, run: dict | None = None, model: dict | None = None,
                       sampler: dict | None = None, frechet: str = DEFAULT_FRECHET_ROUTE,
-                      is_split_rule: str = DEFAULT_IS_SPLIT_RULE) -> dict:
+                      is_split_rule: str = DEFAULT_IS_SPLIT_RULE, bootstrap: int | None = None,
+                      bootstrap_seed: int = DEFAULT_BOOTSTRAP_SEED) -> dict:
     """Score `samples` against `reference`; returns a result record (`pixeldit.infra.results.make_result`).
 
     samples: ADM `.npz` (`arr_0` uint8 NHWC), `.npy`, a folder of PNG/JPEG, a prepared dataset or a uint8
@@ -287,11 +348,12 @@ def evaluate_imagenet(samples, reference, *, backend: str = "adm", metrics=None,
     cache_dir: cache root (default `$PIXELDIT_CACHE/imagenet`); False disables caching.
     run / model / sampler: sections of the result record; model and sampler default to what the sampler's
     sidecar `<samples>.json` (pixeldit-bench/samples/v1 or v2) records.
+    bootstrap / bootstrap_seed: FID bootstrap resamples (None: the default where cheap, 0: none) and its seed.
     """
     started = time.perf_counter()
     plan = plan_imagenet(samples, reference, backend=backend, metrics=metrics, batch_size=batch_size, device=device,
                          cache_dir=cache_dir, weights=weights, expected_samples=expected_samples, frechet=frechet,
-                         is_split_rule=is_split_rule)
+                         is_split_rule=is_split_rule, bootstrap=bootstrap, bootstrap_seed=bootstrap_seed)
     if plan.backend == "adm":
         values, extra = _run_adm(plan, progress)
         unavailable, protocol = {}, _protocol(plan)

@@ -20,6 +20,7 @@ from evaluators.imagenet.inception import resolve_weights
 from evaluators.imagenet.metrics import DEFAULT_FRECHET_ROUTE, DEFAULT_IS_SPLIT_RULE, FRECHET_ROUTES, IS_SPLIT_RULES
 from evaluators.imagenet.reference import DEFAULT_PR_IMAGES, build_reference, open_reference, reference_summary
 from evaluators.imagenet.sources import open_images
+from evaluators.imagenet.uncertainty import DEFAULT_BOOTSTRAP_RESAMPLES, DEFAULT_BOOTSTRAP_SEED
 from evaluators.registry import evaluate
 from pixeldit.cli.console import console, exits_on
 from pixeldit.infra.devices import current_world
@@ -57,11 +58,18 @@ def print_result(record: dict) -> None:
     for metric, value in record["values"].items():
         note = record["unavailable"].get(metric, "")
         table.add_row(metric, "—" if value is None else f"{value:.6g}", note.removeprefix("unavailable: "))
+    captions = []
     pr = record.get("extra", {}).get("precision_recall")
     if pr:
         fp32 = pr["fp32"]
-        table.caption = (f"precision/recall with ADM's fp16 distances; fp32: {fp32['precision']:.4f} / "
-                         f"{fp32['recall']:.4f} ({'differs' if pr['fp16_changes_result'] else 'same'})")
+        captions.append(f"precision/recall with ADM's fp16 distances; fp32: {fp32['precision']:.4f} / "
+                        f"{fp32['recall']:.4f} ({'differs' if pr['fp16_changes_result'] else 'same'})")
+    boot = record.get("extra", {}).get("fid_bootstrap")
+    if boot:
+        captions.append(f"FID bootstrap ({boot['resamples']} resamples of the samples, seed {boot['seed']}): "
+                        f"std {boot['std']:.4g}, 95% interval [{boot['p2.5']:.4g}, {boot['p97.5']:.4g}]")
+    if captions:
+        table.caption = "\n".join(captions)
     console.print(table)
 
 
@@ -87,6 +95,13 @@ def eval_imagenet(
     is_splits: Annotated[str, typer.Option("--is-splits", help="How the Inception Score splits the samples: "
                                            + "; ".join(f"{k}: {v}" for k, v in IS_SPLIT_RULES.items()))]
     = DEFAULT_IS_SPLIT_RULE,
+    bootstrap: Annotated[Optional[int], typer.Option(
+        "--bootstrap", min=0, help=f"FID bootstrap resamples over the samples (reference fixed); 0 disables. Default: "
+                                   f"{DEFAULT_BOOTSTRAP_RESAMPLES} when there are no more samples than the 2048 pool3 "
+                                   "dimensions (~1 s at 200 samples), else none: each resample then costs about one "
+                                   "FID.")] = None,
+    bootstrap_seed: Annotated[int, typer.Option("--bootstrap-seed", min=0, help="Seed of the bootstrap draws and of "
+                                                "the FID(N) subset order.")] = DEFAULT_BOOTSTRAP_SEED,
     label: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE for the result's run section (repeatable), "
                                                             "e.g. variant=PixelDiT-XL group=ablation.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate inputs, print the plan, compute nothing.")]
@@ -100,6 +115,7 @@ def eval_imagenet(
       pixeldit-bench eval imagenet samples.npz --ref refs/in256.npz --reference-name adm-imagenet256
       pixeldit-bench eval imagenet samples/ --ref refs/digits32.npz --metrics fid,kid --out metrics/imagenet.json
       pixeldit-bench eval imagenet samples.npz --ref refs/in256.npz --backend torch-fidelity --dry-run
+      pixeldit-bench eval imagenet samples.npz --ref adm-imagenet256 --bootstrap 200 --bootstrap-seed 1
     """
     out = out or samples.with_name(f"{samples.stem if samples.suffix else samples.name}-imagenet.json")
     run = _labels(label or [])
@@ -110,14 +126,15 @@ def eval_imagenet(
         with exits_on(ImageNetEvalError):
             plan = plan_imagenet(samples, reference, backend=backend, metrics=metrics, batch_size=batch_size,
                                  device=_device(device), cache_dir=cache_dir, weights=weights,
-                                 expected_samples=expected_samples, frechet=frechet, is_split_rule=is_splits)
+                                 expected_samples=expected_samples, frechet=frechet, is_split_rule=is_splits,
+                                 bootstrap=bootstrap, bootstrap_seed=bootstrap_seed)
             console.print_json(json.dumps({**plan.summary(), "run": run, "out": str(out)}, default=str))
         return
     with exits_on(ImageNetEvalError):
         record = evaluate("imagenet", [samples, reference], out, backend=backend, metrics=metrics, batch_size=batch_size,
                           device=_device(device), cache_dir=cache_dir, weights=weights,
                           expected_samples=expected_samples, progress=True, run=run, frechet=frechet,
-                          is_split_rule=is_splits)
+                          is_split_rule=is_splits, bootstrap=bootstrap, bootstrap_seed=bootstrap_seed)
     if current_world()[0] == 0:
         print_result(record)
         console.print(f"result written to {out}")

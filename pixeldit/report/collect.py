@@ -13,6 +13,9 @@ Dataset and resolution fall back to `protocol` (`dataset`, `resolution`, `sample
 to the reference file's name: `refs/<dataset>-<res>-<extractor>.npz` (README, "Results layout") or ADM's
 `VIRTUAL_imagenet<res>…npz`.
 
+The ImageNet evaluator's FID uncertainty (`extra.fid_bootstrap`, `extra.fid_vs_n`) becomes the columns
+`fid_bootstrap` and `fid_vs_n` (dicts; None where a result has none).
+
 Every value becomes a column named after its key (`fid`, `is`, `overall`, ...); a metric that
 was not computed is None there and its reason is in the `unavailable` column (a dict).
 """
@@ -34,7 +37,8 @@ _REFERENCE_NAMES = (re.compile(r"^(?P<dataset>[A-Za-z0-9]+)-(?P<resolution>\d+)-
                     re.compile(r"^VIRTUAL_(?P<dataset>imagenet)(?P<resolution>\d+)"))     # ADM reference batches
 META_COLUMNS = ("path", "run", "kimg", "sampler", "evaluator", "backend", "evaluator_version", "protocol_key",
                 "card", "dataset", "resolution", "setting", "group", "variant", "model_type", "params",
-                "gflops", "gflops_convention", "train_pflops", "epochs", "guidance", "nfe", "unavailable")
+                "gflops", "gflops_convention", "train_pflops", "epochs", "guidance", "nfe", "unavailable", "fid_bootstrap",
+                "fid_vs_n")
 
 
 def _first(record: Mapping[str, Any], key: str, sections: tuple[str, ...]) -> Any:
@@ -93,6 +97,23 @@ def _nfe(sampler: Mapping[str, Any], guidance: float | None) -> str | None:
     return f"{steps}×2" if guidance not in (None, 0, 1) else str(steps)
 
 
+def _bootstrap(extra: Mapping[str, Any]) -> dict[str, Any] | None:
+    """extra.fid_bootstrap when it holds a usable interval (numbers for std and both percentiles)."""
+    boot = extra.get("fid_bootstrap")
+    if not isinstance(boot, Mapping):
+        return None
+    numeric = all(isinstance(boot.get(key), (int, float)) and not isinstance(boot.get(key), bool)
+                  for key in ("std", "p2.5", "p97.5"))
+    return dict(boot) if numeric else None
+
+
+def _fid_vs_n(extra: Mapping[str, Any]) -> dict[str, Any] | None:
+    curve = extra.get("fid_vs_n")
+    if not isinstance(curve, Mapping) or not isinstance(curve.get("n"), list) or not isinstance(curve.get("fid"), list):
+        return None
+    return dict(curve) if curve["n"] and len(curve["n"]) == len(curve["fid"]) else None
+
+
 def _row(path: Path, results_dir: Path, record: Mapping[str, Any]) -> dict[str, Any]:
     layout_run, layout_kimg, layout_sampler = _layout_parts(path, results_dir / "metrics")
     run, model, sampler = record.get("run") or {}, record.get("model") or {}, record.get("sampler") or {}
@@ -123,6 +144,8 @@ def _row(path: Path, results_dir: Path, record: Mapping[str, Any]) -> dict[str, 
         "guidance": guidance,
         "nfe": _nfe(sampler, guidance),
         "unavailable": dict(record.get("unavailable") or {}),
+        "fid_bootstrap": _bootstrap(record.get("extra") or {}),
+        "fid_vs_n": _fid_vs_n(record.get("extra") or {}),
     }
     for key, value in (record.get("values") or {}).items():
         if key in row:

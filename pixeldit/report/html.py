@@ -7,7 +7,8 @@ Built from the same tables and plots as report.md plus the result JSONs themselv
     tables             main, ablation, latent vs pixel by training compute, text-to-image
     plots              the PNGs under plots/ (SVG linked)
     samples            every samples/<run>/<kimg>/<sampler>/samples-grid.png, copied to grids/ (anchor per run)
-    result files       every value of every result; `<metric>_std` values are shown as `value ± std`
+    result files       every value of every result; `<metric>_std` values are shown as `value ± std`, an FID
+                       with its bootstrap std and 95% interval (`extra.fid_bootstrap`)
     reproduce          the report command and every command line a result records
 
 Every number carries its protocol card in a `<details>` (evaluator + protocol of a measured value, the
@@ -146,7 +147,8 @@ def is_number(cell: Cell) -> bool:
 
 def _cell_html(cell: Cell, column: str, origin: RowOrigin | None, numeric: bool) -> str:
     marks = f'<sup class="marks">{_escape(",".join(cell.marks))}</sup>' if cell.marks else ""
-    text = _escape(cell.text + (_interval(origin, column) if is_number(cell) else ""))
+    interval = _interval(origin, column) if is_number(cell) and "±" not in cell.text else ""   # ± from a bootstrap
+    text = _escape(cell.text + interval)
     if origin is not None and is_number(cell) and cell.text != MISSING:
         text = _card_details(text, origin.cards_for(column))
     css = ' class="number"' if numeric else ""
@@ -321,6 +323,11 @@ def _values_text(record: Mapping[str, Any]) -> list[str]:
             continue
         std = values.get(f"{key}_std")
         shown.append(f"{key} {_format_value(value)}" + (f" ± {_format_value(std)}" if std is not None else ""))
+        boot = (record.get("extra") or {}).get("fid_bootstrap") if key == "fid" else None
+        if isinstance(boot, Mapping) and all(isinstance(boot.get(name), numbers.Real) for name in ("std", "p2.5", "p97.5")):
+            shown[-1] += (f" (bootstrap over the samples: ± {_format_value(float(boot['std']))}, 95% "
+                          f"[{_format_value(float(boot['p2.5']))}, {_format_value(float(boot['p97.5']))}], "
+                          f"{boot.get('resamples')} resamples, seed {boot.get('seed')})")
     return shown
 
 

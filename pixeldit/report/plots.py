@@ -3,6 +3,10 @@
 `plan_plots` looks at the data first and returns, for every figure, either a `PlotJob` (ready to
 draw) or a `Skipped` with the reason, so missing inputs never crash a report and `--dry-run` can
 list what would be drawn without drawing it.
+
+Per run whose ImageNet results record `extra.fid_vs_n`: `fid_vs_n-<run>`, FID of nested first-N subsets of the
+samples against N, one line per snapshot and sampler, with the bootstrap's 95% interval at the full count where
+the result has one. Runs without it simply get no such figure.
 """
 from __future__ import annotations
 
@@ -141,6 +145,39 @@ def _fid_vs_gflops(measured: pd.DataFrame, published: Sequence[PublishedRow], se
     return PlotJob(f"fid_vs_gflops-{file_stem(setting)}", f"FID vs GFLOPs, {setting_title(setting)}", draw)
 
 
+def _fid_vs_n(run: str, rows: pd.DataFrame, setting: str) -> PlotJob:
+    """FID(N) of one run: one line per (kimg, sampler), the bootstrap interval as an error bar at the full N."""
+    def draw(figure: Figure) -> None:
+        axes = figure.add_subplot()
+        for _, row in rows.sort_values(["kimg", "sampler"]).iterrows():
+            curve = row["fid_vs_n"]
+            kimg = "" if pd.isna(row["kimg"]) else f"{int(row['kimg'])} kimg · "
+            line, = axes.plot(curve["n"], curve["fid"], marker="o", label=f"{kimg}{row['sampler']}")
+            boot = row.get("fid_bootstrap")
+            if isinstance(boot, dict):
+                full, fid = curve["n"][-1], curve["fid"][-1]
+                axes.errorbar([full], [fid], yerr=[[max(fid - boot["p2.5"], 0)], [max(boot["p97.5"] - fid, 0)]],
+                              color=line.get_color(), capsize=4, linewidth=1)
+        axes.set_xscale("log", base=2)
+        from matplotlib.ticker import FuncFormatter  # lazy: as in write_plot
+
+        axes.set_xticks(sorted({size for curve in rows["fid_vs_n"] for size in curve["n"]}))
+        axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axes.xaxis.set_minor_formatter(FuncFormatter(lambda value, _: ""))
+        axes.set(xlabel="samples N (first N of a seeded permutation, log scale)", ylabel="FID",
+                 title=f"FID(N) of {run} on {setting_title(setting)}")
+        axes.grid(alpha=0.3, which="both")
+        axes.legend(fontsize="small", title="bar: bootstrap 95% interval", title_fontsize="x-small")
+    return PlotJob(f"fid_vs_n-{file_stem(run)}", f"FID vs sample count, {run} ({setting_title(setting)})", draw)
+
+
+def _plan_fid_vs_n(fid: pd.DataFrame) -> list[PlotJob]:
+    if "fid_vs_n" not in fid.columns or fid.empty:
+        return []
+    rows = fid[fid["fid_vs_n"].map(lambda curve: isinstance(curve, dict)).astype(bool)]
+    return [_fid_vs_n(run, series, series["setting"].iloc[0]) for run, series in rows.groupby("run", sort=False)]
+
+
 def _plan_metric_plots(frame: pd.DataFrame, published: Sequence[PublishedRow]) -> list[PlotJob | Skipped]:
     fid = _fid_results(frame)
     plans: list[PlotJob | Skipped] = []
@@ -175,6 +212,7 @@ def _plan_metric_plots(frame: pd.DataFrame, published: Sequence[PublishedRow]) -
                              [row for row in comparable if row.setting == setting], setting)
               for setting in settings] or [
         Skipped("fid_vs_gflops", "no FID result (measured or published) with GFLOPs in a known FLOP convention")]
+    plans += _plan_fid_vs_n(fid)
     return plans
 
 

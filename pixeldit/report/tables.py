@@ -5,6 +5,10 @@
 - `ablation_tables`: one per run group (`run.group`), every variant at the largest budget all reached.
 - `t2i_table`: GenEval per task + overall and DPG-Bench per L1 category + overall.
 
+A measured FID with a bootstrap (`extra.fid_bootstrap`) reads `value ± std`; rows of one table whose 95% bootstrap
+intervals overlap share a footnote mark `≈` (`≈2`, ... for further groups) naming the overlapping pairs: their
+FID difference lies inside the resampling spread.
+
 Measured rows scored under different protocol cards (`pixeldit.infra.results.protocol_key`) are never
 mixed silently: a table refuses them unless `allow_mixed`, and then marks each row with its card.
 """
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from itertools import combinations
 from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
@@ -111,7 +116,56 @@ def _measured_metric(table: Table, row: pd.Series | None, metric: MetricColumn) 
         reason = str(reason).removeprefix("unavailable:").strip()   # evaluators phrase it "unavailable: why"
         return Cell(UNAVAILABLE, UNAVAILABLE, (table.note(f"n/a = not computed: {reason}"),))
     value = _value(row, metric.key)
-    return number_cell(None if value is None else float(value), metric.decimals)
+    cell = number_cell(None if value is None else float(value), metric.decimals)
+    boot = _fid_bootstrap(row) if metric.key == "fid" else None
+    if boot is None or cell.value is None:
+        return cell
+    mark = table.note(f"FID ± std over {boot.get('resamples', '?')} bootstrap resamples of the samples (seed "
+                      f"{boot.get('seed', '?')}; reference statistics fixed); 95% interval = its 2.5/97.5 percentiles")
+    return Cell(f"{cell.text} ± {float(boot['std']):.{metric.decimals}f}", cell.value, cell.marks + (mark,))
+
+
+def _fid_bootstrap(row: pd.Series | None) -> dict | None:
+    boot = _value(row, "fid_bootstrap")
+    return boot if isinstance(boot, dict) else None
+
+
+OVERLAP_MARK = "≈"
+
+
+def mark_overlapping_fid(table: Table, measured: Sequence[tuple[int, str, pd.Series]]) -> None:
+    """Mark the FID cells of rows whose 95% bootstrap intervals overlap (measured: table row index, label, row).
+
+    Intervals are grouped into chains of overlaps; each chain of two or more rows gets one note listing its
+    overlapping pairs."""
+    if "FID" not in table.columns:
+        return
+    column = table.columns.index("FID")
+    intervals = []
+    for index, label, row in measured:
+        boot = _fid_bootstrap(row)
+        if boot is not None and table.rows[index][column].value is not None:
+            intervals.append((float(boot["p2.5"]), float(boot["p97.5"]), index, label))
+    intervals.sort()
+    groups: list[list[tuple[float, float, int, str]]] = []
+    reach = None
+    for interval in intervals:
+        if groups and interval[0] <= reach:
+            groups[-1].append(interval)
+            reach = max(reach, interval[1])
+        else:
+            groups.append([interval])
+            reach = interval[1]
+    number = 0
+    for group in (group for group in groups if len(group) > 1):
+        number += 1
+        pairs = [f"{a[3]} and {b[3]}" for a, b in combinations(sorted(group, key=lambda item: item[2]), 2)
+                 if a[0] <= b[1] and b[0] <= a[1]]
+        mark = table.note(f"FID 95% bootstrap intervals overlap ({'; '.join(pairs)}): the FID difference lies "
+                          "inside the intervals", mark=OVERLAP_MARK if number == 1 else f"{OVERLAP_MARK}{number}")
+        for _, _, index, _ in group:
+            cell = table.rows[index][column]
+            table.rows[index][column] = Cell(cell.text, cell.value, cell.marks + (mark,))
 
 
 def _published_metric(row: PublishedRow, metric: MetricColumn) -> Cell:
@@ -219,13 +273,16 @@ def main_table(setting: str, measured: pd.DataFrame, published: Sequence[Publish
                            _params_cell(row.params_m, row.params_note), _gflops_cell(table, row.gflops),
                            _count_cell(row.epochs), text_cell(row.nfe),
                            *(_published_metric(row, metric) for metric in IMAGENET_METRICS), table.cite(row.source)])
+    overlapping = []
     for _, row in measured.iterrows():
+        overlapping.append((len(table.rows), _measured_label(row, []).text, row))
         table.rows.append([_measured_label(row, [marks[row["protocol_key"]]] if marks else []),
                            text_cell(_value(row, "model_type")), text_cell("measured"),
                            _params_cell(_measured_params_m(row)), _gflops_cell(table, _measured_gflops(row)),
                            _count_cell(_value(row, "epochs")), text_cell(_value(row, "nfe")),
                            *(_measured_metric(table, row, metric) for metric in IMAGENET_METRICS),
                            table.cite(row["path"])])
+    mark_overlapping_fid(table, overlapping)
     return table
 
 
@@ -257,12 +314,15 @@ def ablation_table(group: str, members: pd.DataFrame, allow_mixed: bool) -> Tabl
                   columns=["Variant", "Run", "kimg", "Sampler", "Params", "GFLOPs",
                            *(metric.label for metric in IMAGENET_METRICS), "Source"])
     marks = protocol_marks(table, rows, allow_mixed)
+    overlapping = []
     for _, row in rows.iterrows():
+        overlapping.append((len(table.rows), _measured_label(row, []).text, row))
         label = text_cell(_value(row, "variant") or row["run"], (marks[row["protocol_key"]],) if marks else ())
         table.rows.append([label, text_cell(row["run"]), _count_cell(_value(row, "kimg")), text_cell(row["sampler"]),
                            _params_cell(_measured_params_m(row)), _gflops_cell(table, _measured_gflops(row)),
                            *(_measured_metric(table, row, metric) for metric in IMAGENET_METRICS),
                            table.cite(row["path"])])
+    mark_overlapping_fid(table, overlapping)
     return table
 
 
