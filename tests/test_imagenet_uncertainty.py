@@ -140,7 +140,8 @@ def test_evaluate_records_bootstrap_and_fid_vs_n(digit_sets):
     assert boot["p2.5"] < boot["mean"] < boot["p97.5"] and boot["std"] > 0
     assert extra["fid_vs_n"]["n"] == [50, 60] and extra["fid_vs_n"]["fid"][-1] == fid
     assert {"fid_bootstrap", "fid_vs_n"} <= set(extra["timings_s"])
-    card = record["protocol"]["fid"]["uncertainty"]
+    card = extra["fid_uncertainty"]
+    assert "uncertainty" not in record["protocol"]["fid"]         # the report keys tables by the protocol card
     assert card["bootstrap_resamples"] == DEFAULT_BOOTSTRAP_RESAMPLES and card["bootstrap_seed"] == 0
     assert card["fid_vs_n"]["sizes"] == [50, 60] and "reference statistics fixed" in card["resampled"]
 
@@ -149,7 +150,8 @@ def test_evaluate_records_bootstrap_and_fid_vs_n(digit_sets):
     off = evaluate_imagenet(*digit_sets, metrics="fid", weights="offline", bootstrap=0)
     assert off["extra"]["cache"]["metrics"] == "miss" and off["values"] == record["values"]   # memo key holds B
     assert "fid_bootstrap" not in off["extra"] and off["extra"]["fid_vs_n"]["fid"][-1] == fid
-    assert off["protocol"]["fid"]["uncertainty"]["bootstrap_note"] == "disabled (--bootstrap 0)"
+    assert off["extra"]["fid_uncertainty"]["bootstrap_note"] == "disabled (--bootstrap 0)"
+    assert off["protocol"] == record["protocol"]
     # another B and seed: test_cli_bootstrap_options
 
 def test_cli_bootstrap_options(digit_sets, tmp_path):

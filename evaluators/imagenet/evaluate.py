@@ -195,8 +195,7 @@ def _protocol(plan: Plan) -> dict:
         "fid": {"route": plan.frechet, "trace_sqrt": FRECHET_ROUTES[plan.frechet],
                 **({"sqrtm": "scipy.linalg.sqrtm", "eps": 1e-6, "imaginary_atol": 1e-3} if plan.frechet == "sqrtm"
                    else {}),
-                "reference_statistics": "file" if "mu" in plan.reference.stat_keys else "reference images",
-                "uncertainty": _uncertainty_card(plan)},
+                "reference_statistics": "file" if "mu" in plan.reference.stat_keys else "reference images"},
         "is": {**(is_splits(count, plan.is_split_rule) if count >= 10 else {}), "order": "file order, no shuffling",
                "softmax": "float32", "reported": "mean of the split scores"},
         "precision_recall": {"k": PR_K, "distance": "squared euclidean", "fp16_distances": True,
@@ -212,7 +211,8 @@ def _protocol(plan: Plan) -> dict:
 
 
 def _uncertainty_card(plan: Plan) -> dict:
-    """How extra.fid_bootstrap and extra.fid_vs_n are made (the FID value itself does not depend on it)."""
+    """How extra.fid_bootstrap and extra.fid_vs_n are made: extra.fid_uncertainty, not in the protocol card,
+    since the FID value does not depend on it (the report keys its tables by the protocol card)."""
     card = {"bootstrap_resamples": plan.bootstrap, "bootstrap_seed": plan.bootstrap_seed}
     if plan.bootstrap:
         card.update({"resampled": RESAMPLED, "statistics": "counts as weights: mu = sum c x / n, "
@@ -265,7 +265,8 @@ def _run_adm(plan: Plan, progress: bool) -> tuple[dict, dict]:
             values[metric] = frechet_distance_of_features(getattr(smp, layer), mu2, sigma2, route=plan.frechet)
             timings[metric] = time.perf_counter() - clock
             if metric == "fid":
-                extra.update(_fid_uncertainty(plan, smp.pool3, mu2, sigma2, values["fid"], timings))
+                extra.update(_fid_uncertainty(plan, smp.pool3, mu2, sigma2, values["fid"], timings),
+                             fid_uncertainty=_uncertainty_card(plan))
     if "is" in want:
         clock = time.perf_counter()
         values["is"], extra["is_split_scores"], extra["is_splits"] = inception_score(smp.logits, plan.is_split_rule)

@@ -63,7 +63,8 @@ FRECHET_ROUTES = {
     "sqrtm": "scipy.linalg.sqrtm(sigma1 @ sigma2), ADM's eps retry and imaginary check (ADM's route)",
     "eigh": "tr sqrt(S1^1/2 S2 S1^1/2) from numpy.linalg.eigh / eigvalsh in float64, eigenvalues clipped at 0",
     "gram": "tr sqrt(S1 S2) = sum sqrt eigvalsh(Xc S2 Xc^T / (n-1)) for the n sample features X (centred Xc) when "
-            "n <= d, float64, eigenvalues clipped at 0; the eigh route when n > d or only statistics are given",
+            "n <= d, float64, eigenvalues below n eps max (rounding of the exact zeros) as 0; the eigh route when "
+            "n > d or only statistics are given",
 }
 
 
@@ -75,6 +76,16 @@ def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     root = (eigenvectors * np.sqrt(np.clip(eigenvalues, 0, None))) @ eigenvectors.T          # (d, d) S1^1/2
     product = root @ np.asarray(sigma2, dtype=np.float64) @ root                           # (d, d) symmetric
     return float(np.sqrt(np.clip(np.linalg.eigvalsh((product + product.T) / 2), 0, None)).sum())
+
+
+def trace_sqrt_psd(product: np.ndarray) -> float:
+    """Sum of the square roots of a symmetric PSD matrix's eigenvalues. Eigenvalues within rounding of 0 (below
+    size * eps * the largest, numpy's matrix_rank tolerance) count as 0: they are the exact zeros of a
+    rank-deficient product (the centring direction; rows beyond the rank), whose square roots would otherwise
+    add ~sqrt(eps) each."""
+    values = np.linalg.eigvalsh(product)
+    tolerance = max(float(values[-1]), 0.0) * len(values) * np.finfo(np.float64).eps
+    return float(np.sqrt(values[values > tolerance]).sum())
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
@@ -127,7 +138,7 @@ def frechet_distance_of_features(features: np.ndarray, mu2: np.ndarray, sigma2: 
     values = features.astype(np.float64)
     centred = values - values.mean(axis=0)                                 # (n, d) as np.cov centres
     gram = centred @ np.asarray(sigma2, dtype=np.float64) @ centred.T / (count - 1)          # (n, n) symmetric
-    trace_sqrt = float(np.sqrt(np.clip(np.linalg.eigvalsh((gram + gram.T) / 2), 0, None)).sum())
+    trace_sqrt = trace_sqrt_psd((gram + gram.T) / 2)
     trace_sigma1 = float(np.einsum("ij,ij->", centred, centred)) / (count - 1)
     diff = mu1 - mu2
     return float(diff.dot(diff) + trace_sigma1 + np.trace(sigma2) - 2 * trace_sqrt)

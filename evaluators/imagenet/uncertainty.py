@@ -30,6 +30,7 @@ import time
 import numpy as np
 
 from evaluators.imagenet.errors import ImageNetEvalError
+from evaluators.imagenet.metrics import trace_sqrt_psd
 
 # 1000 resamples of the embedded default (200 x 2048, "gram") take ~0.7 s on 2 CPU cores, a third of that FID's own
 # ~2.5 s (fid_statistics + eigh route). With more samples than feature dimensions ("root") every resample costs
@@ -40,16 +41,6 @@ FID_VS_N_START = 50          # FID(N) at N = 50, 100, 200, ... below the sample 
 METHODS = ("auto", "gram", "root")
 SMALL_PRODUCT = 512         # products up to this size are computed single-threaded (`_small_matrices`)
 RESAMPLED = "samples only: n indices drawn with replacement from the n samples; reference statistics fixed"
-
-
-def _trace_sqrt(product: np.ndarray) -> float:
-    """Sum of the square roots of a symmetric PSD matrix's eigenvalues. Eigenvalues within rounding of 0 (below
-    size * eps * the largest, numpy's matrix_rank tolerance) count as 0: they are the exact zeros of a
-    rank-deficient product (the centring direction; rows beyond the rank), whose square roots would otherwise
-    add ~sqrt(eps) each."""
-    values = np.linalg.eigvalsh(product)
-    tolerance = max(float(values[-1]), 0.0) * len(values) * np.finfo(np.float64).eps
-    return float(np.sqrt(values[values > tolerance]).sum())
 
 
 class ResampledFrechet:
@@ -111,7 +102,7 @@ class ResampledFrechet:
         mean_sq = float(weights @ g) / total             # |mu|^2
         scale = np.sqrt(weights)
         product = (kernel - k[:, None] - k[None, :] + k_mean) * np.outer(scale, scale) / (total - 1)
-        trace_sqrt = _trace_sqrt(product)
+        trace_sqrt = trace_sqrt_psd(product)
         trace = float(weights @ (self._row_sq[drawn] - 2 * g + mean_sq)) / (total - 1)
         diff_sq = mean_sq - 2 * float(weights @ self._x_offset[drawn]) / total + self._offset_sq
         return diff_sq + trace + self._trace_ref - 2 * trace_sqrt
@@ -122,7 +113,7 @@ class ResampledFrechet:
         scale = np.sqrt(weights / (total - 1))[:, None]
         z = (rooted - weights @ rooted / total) * scale             # m x d, Z R with sigma = Z^T Z
         product = z @ z.T if len(drawn) <= self.dim else z.T @ z    # the smaller of Z R R Z^T and R Z^T Z R
-        trace_sqrt = _trace_sqrt((product + product.T) / 2)
+        trace_sqrt = trace_sqrt_psd((product + product.T) / 2)
         trace = float(weights @ self._row_sq[drawn] - total * (mean @ mean)) / (total - 1)
         diff = mean - self._offset
         return float(diff @ diff) + trace + self._trace_ref - 2 * trace_sqrt
