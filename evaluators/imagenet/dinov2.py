@@ -139,35 +139,46 @@ def dinov2_vitl14() -> DinoV2ViT:
     return DinoV2ViT(**VITL14)
 
 
-def edm2_preprocess(images: torch.Tensor) -> torch.Tensor:
-    """EDM2's DINOv2Detector input: uint8 (B, 3, H, W) -> ImageNet-normalised float32 (B, 3, 224, 224)."""
-    x = F.interpolate(images.to(torch.float32), size=(INPUT_SIZE, INPUT_SIZE), mode="bicubic", antialias=True)
+def edm2_preprocess(images: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor:
+    """EDM2's DINOv2Detector input: uint8 (B, 3, H, W) -> ImageNet-normalised float32 (B, 3, size, size)."""
+    x = F.interpolate(images.to(torch.float32), size=(size, size), mode="bicubic", antialias=True)
     mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
     return (x / 255 - mean) / std
 
 
-def load_official(path, device: str | torch.device = "cpu") -> DinoV2ViT:
-    """The network with the official checkpoint's tensors (`dinov2_vitl14_pretrain.pth` key names, strict)."""
-    state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    network = dinov2_vitl14()
+def load_official(path, device: str | torch.device = "cpu", config: dict | None = None) -> DinoV2ViT:
+    """The network with the official checkpoint's tensors (`dinov2_vitl14_pretrain.pth` key names, strict).
+
+    config: the architecture (`DinoV2ViT`'s arguments), ViT-L/14 by default; tests pass tiny ones."""
+    config = VITL14 if config is None else config
+    what = "DINOv2 ViT-L/14" if config == VITL14 else f"DINOv2 ViT {config}"
     try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:       # noqa: BLE001 - torch raises many kinds for a file that is not a checkpoint
+        raise ImageNetEvalError(f"{path} is not a readable {what} checkpoint: {str(error).splitlines()[0]}") from None
+    network = DinoV2ViT(**config)
+    try:
+        if not isinstance(state_dict, dict):
+            raise RuntimeError(f"it holds a {type(state_dict).__name__}, not a state dict")
         network.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:
-        raise ImageNetEvalError(f"{path} is not a DINOv2 ViT-L/14 checkpoint in the official format: "
+        raise ImageNetEvalError(f"{path} is not a {what} checkpoint in the official format: "
                                 f"{str(error).splitlines()[0]}") from None
     return network.eval().requires_grad_(False).to(device)
 
 
 class DINOv2Features:
-    """uint8 images (B, H, W, 3) -> {"dinov2": (B, 1024) float32}, EDM2's FD_DINOv2 features."""
+    """uint8 images (B, H, W, 3) -> {layer: (B, 1024) float32}, EDM2's FD_DINOv2 features."""
 
-    def __init__(self, network: DinoV2ViT, device: str | torch.device):
+    def __init__(self, network: DinoV2ViT, device: str | torch.device, size: int = INPUT_SIZE,
+                 layer: str = "dinov2"):
         self.device = torch.device(device)
         self.network = network.to(self.device)
+        self.size, self.layer = size, layer
 
     @torch.inference_mode()
     def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
         batch = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2)  # (B, 3, H, W)
-        features = self.network(edm2_preprocess(batch))                            # (B, 1024)
-        return {"dinov2": features.float().cpu().numpy()}
+        features = self.network(edm2_preprocess(batch, self.size))                 # (B, 1024)
+        return {self.layer: features.float().cpu().numpy()}
