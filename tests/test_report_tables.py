@@ -193,3 +193,25 @@ def test_t2i_table_marks_corrected_mode_dpg(tmp_path, published):
     measured = next(row for row in _csv_rows(to_csv(table)) if row["Origin"] == "measured")
     assert float(measured["DPG Overall"]) == 34.75 and float(measured["DPG Entity"]) == 41.0
     assert "'corrected' mode" in measured["notes"]
+
+
+def test_fd_dinov2_is_its_own_column_only_where_results_have_it(tmp_path, frame, published):
+    assert "FD_DINOv2" not in _tables(frame, published)["main-digits-32"].columns   # no result has it: unchanged
+    results = tmp_path / "results"
+    shutil.copytree(FIXTURE_RESULTS, results)
+    scored = set()
+    for number, path in enumerate(sorted(results.glob("metrics/*/*/*/imagenet.json"))):
+        record = json.loads(path.read_text())
+        if record["values"].get("fid") is None:
+            continue
+        record["values"]["fd_dinov2"] = 100.0 + number
+        scored.add(100.0 + number)
+        path.write_text(json.dumps(record))
+    table = _tables(collect_results(results), published)["main-digits-32"]
+    fid, fd = table.columns.index("FID"), table.columns.index("FD_DINOv2")
+    assert fd == fid + len(("FID", "sFID", "IS", "Prec.", "Rec."))       # after ADM's columns, never in FID's
+    values = [row[fd].value for row in table.rows if row[fd].value is not None]
+    assert values and set(values) <= scored
+    assert all(row[fid].value not in scored for row in table.rows)
+    (ablation,) = ablation_tables(collect_results(results))
+    assert "FD_DINOv2" in ablation.columns

@@ -38,6 +38,24 @@ def test_unknown_sampler_and_preset_names_fail_when_the_dag_is_built(tmp_path):
     assert "runs.vanilla-dit-s4.preset: unknown training preset 'digits32-s4-vanila-dit'" in output, output[-3000:]
 
 
+def test_features_key_reaches_eval_imagenet_and_unknown_extractors_fail_when_the_dag_is_built(tmp_path):
+    paper = snakemake("-n", "-p", "--forceall", "--configfile", "workflow/config/imagenet256.yaml",
+                      "--config", f"results={tmp_path}")
+    assert paper.returncode == 0, paper.stdout[-3000:] + paper.stderr[-3000:]
+    assert "--features inception,dinov2" in paper.stdout
+    embedded = snakemake("-n", "-p", "--forceall", "--configfile", "workflow/config/default.yaml",
+                         "--config", f"results={tmp_path}")
+    assert embedded.returncode == 0 and "pixeldit-bench eval imagenet" in embedded.stdout
+    assert "--features" not in embedded.stdout          # inception alone: today's command
+    config = yaml.safe_load((REPO / "workflow" / "config" / "default.yaml").read_text())
+    config["features"] = ["inception", "dinov3"]
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--configfile", str(path), "--config", f"results={tmp_path}")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "features: unknown feature extractor 'dinov3'" in output, output[-3000:]
+
+
 @pytest.mark.parametrize("config, jobs", [
     # 553 GenEval prompts and 1,065 DPG prompts in shards of 50: 12 + 22 generation jobs after one import
     ("t2i", {"t2i_import": 1, "t2i_generate_shard": 34, "t2i_finish": 2, "t2i_eval": 2, "report": 1, "all": 1}),

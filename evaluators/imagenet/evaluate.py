@@ -26,6 +26,15 @@ import torch
 
 from evaluators.imagenet.backends import backend_unavailable, run_backend
 from evaluators.imagenet.errors import ImageNetEvalError
+from evaluators.imagenet.extractor_metrics import DC_K, density_coverage
+from evaluators.imagenet.extractors import (
+    LAYER,
+    ResolvedExtractor,
+    get_extractor,
+    metric_names,
+    normalise_features,
+    resolve_extractor,
+)
 from evaluators.imagenet.features import DIMS, Cache, LazyExtractor, default_batch_size, extract, feature_key
 from evaluators.imagenet.inception import (
     EXTRACTOR_NAME,
@@ -89,6 +98,14 @@ class Plan:
     bootstrap: int = 0                        # FID bootstrap resamples (resolved: 0 = none)
     bootstrap_seed: int = DEFAULT_BOOTSTRAP_SEED
     bootstrap_note: str | None = None         # why no bootstrap runs, when none does
+    features: tuple[str, ...] = ("inception",)
+    # extra extractors (all but inception): the resolved weights, or the reason their metrics are unavailable
+    extractors: dict[str, ResolvedExtractor | str] = field(default_factory=dict)
+
+    @property
+    def extra_metrics(self) -> tuple[str, ...]:
+        """fd_<name>, density_<name>, coverage_<name> of every extra extractor, in --features order."""
+        return tuple(metric for name in self.extractors for metric in metric_names(name))
 
     @property
     def computed(self) -> tuple[str, ...]:
@@ -111,6 +128,10 @@ class Plan:
                 name: (self.cache.feature_dir(feature_key(source.content_hash(memo), self.weights))
                        / "meta.json").is_file()
                 for name, source in sets.items() if source is not None}
+        if self.extractors:
+            out["features"] = list(self.features)
+            out["extractors"] = {name: extractor if isinstance(extractor, str) else extractor.card()
+                                 for name, extractor in self.extractors.items()}
         return out
 
 
@@ -128,11 +149,12 @@ def _normalise_metrics(metrics) -> tuple[str, ...]:
 def plan_imagenet(samples, reference, *, backend: str = "adm", metrics=None, batch_size: int | None = None,
                   device=None, cache_dir=None, weights: str = "auto", expected_samples: int | None = None,
                   frechet: str = DEFAULT_FRECHET_ROUTE, is_split_rule: str = DEFAULT_IS_SPLIT_RULE,
-                  bootstrap: int | None = None, bootstrap_seed: int = DEFAULT_BOOTSTRAP_SEED) -> Plan:
+                  bootstrap: int | None = None, bootstrap_seed: int = DEFAULT_BOOTSTRAP_SEED, features=None) -> Plan:
     """Open and validate inputs, resolve weights and check the protocol; computes no features.
 
     bootstrap: FID bootstrap resamples; None = `uncertainty.DEFAULT_BOOTSTRAP_RESAMPLES` where that is cheap
-    (no more samples than pool3 dimensions), else none; 0 = none."""
+    (no more samples than pool3 dimensions), else none; 0 = none.
+    features: extractor names (`extractors.EXTRACTORS`, comma string or sequence), inception always included."""
     if backend not in BACKENDS:
         raise ImageNetEvalError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     if frechet not in FRECHET_ROUTES:
@@ -142,6 +164,10 @@ def plan_imagenet(samples, reference, *, backend: str = "adm", metrics=None, bat
     metrics = _normalise_metrics(metrics)
     if isinstance(bootstrap_seed, bool) or not isinstance(bootstrap_seed, int) or bootstrap_seed < 0:
         raise ImageNetEvalError(f"the bootstrap seed must be a non-negative integer, got {bootstrap_seed!r}")
+    features = normalise_features(features)
+    if backend != "adm" and len(features) > 1:
+        raise ImageNetEvalError(f"extra feature extractors ({', '.join(features[1:])}) run with backend='adm' only, "
+                                f"not {backend!r}")
     cache = Cache(cache_dir)
     sample_set = open_images(samples, name="samples")
     ref = open_reference(reference, cache.memo)
@@ -168,8 +194,21 @@ def plan_imagenet(samples, reference, *, backend: str = "adm", metrics=None, bat
     resamples, note = resolve_resamples(bootstrap, len(sample_set), DIMS["pool3"])
     if backend != "adm" and resamples:
         resamples, note = 0, f"not run: the FID bootstrap is computed by the adm backend only (backend {backend})"
+    extractors = {name: resolve_extractor(name, cache.memo) for name in features[1:]}
+    for name, extractor in extractors.items():
+        fd, density, coverage = metric_names(name)
+        if isinstance(extractor, str):
+            unavailable.update(dict.fromkeys((fd, density, coverage), extractor))
+        elif ref.images is None:
+            unavailable.update(dict.fromkeys((fd, density, coverage), (
+                f"unavailable: reference {ref.description} holds statistics only (no arr_0 images to extract "
+                f"{name} features from)")))
+        elif len(ref.images) < DC_K + 1:
+            unavailable.update(dict.fromkeys((density, coverage), (
+                f"unavailable: density/coverage need at least {DC_K + 1} reference images (k={DC_K}), "
+                f"{ref.description} has {len(ref.images)}")))
     return Plan(sample_set, ref, chosen, backend, metrics, device, batch_size or default_batch_size(device), cache,
-                unavailable, frechet, is_split_rule, resamples, bootstrap_seed, note)
+                unavailable, frechet, is_split_rule, resamples, bootstrap_seed, note, features, extractors)
 
 
 def _code_digest() -> str:
@@ -207,6 +246,8 @@ def _protocol(plan: Plan) -> dict:
                 "degree": 3, "gamma": "1/2048", "coef0": 1, "rng_seed": KID_SEED,
                 "order": "input1 = samples, input2 = reference images"},
     }
+    if plan.extractors:
+        protocol["extractors"] = {name: _extractor_protocol(plan, name) for name in plan.extractors}
     return protocol
 
 
@@ -224,6 +265,57 @@ def _uncertainty_card(plan: Plan) -> dict:
     card["fid_vs_n"] = {"sizes": fid_vs_n_sizes(len(plan.samples), FID_VS_N_START), "seed": plan.bootstrap_seed,
                         "subsets": "first N of a seeded permutation (nested); the full count is the reported FID"}
     return card
+
+
+def _extractor_protocol(plan: Plan, name: str) -> dict:
+    """The protocol block of one extra extractor: its card (weights sha256, resize), counts, metric rules."""
+    extractor = plan.extractors[name]
+    ref_count = len(plan.reference.images) if plan.reference.images is not None else None
+    block = {"card": extractor.card() if isinstance(extractor, ResolvedExtractor)
+             else {**get_extractor(name).card(), "weights_file": None},
+             "counts": {"samples": len(plan.samples), "reference": ref_count},
+             "fd": {"route": plan.frechet, "trace_sqrt": FRECHET_ROUTES[plan.frechet],
+                    "statistics": "mean (float32 features) and np.cov(rowvar=False), as ADM's FID",
+                    "reference_statistics": "from the reference's arr_0 images"},
+             "density_coverage": {"k": DC_K, "implementation": "prdc compute_prdc semantics, float64",
+                                  "reference_set": "reference images (arr_0)"}}
+    if isinstance(extractor, str):
+        block["status"] = extractor
+    return block
+
+
+def _run_extractors(plan: Plan, progress: bool) -> tuple[dict, dict]:
+    """(values, extra) of the extra extractors: FD (ADM's Fréchet rules) and density/coverage on their features."""
+    values, extra = {}, {}
+    for name, extractor in plan.extractors.items():
+        wanted = [metric for metric in metric_names(name) if metric not in plan.unavailable]
+        if not wanted:
+            continue
+        fd_name, density_name, coverage_name = metric_names(name)
+        layout, lazy = extractor.layout(), extractor.lazy(plan.device)
+        timings = {}
+        clock = time.perf_counter()
+        smp = extract(plan.samples, layout, lazy, cache=plan.cache, batch_size=plan.batch_size, progress=progress,
+                      label="samples")
+        timings["features_samples"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        ref = extract(plan.reference.images, layout, lazy, cache=plan.cache, batch_size=plan.batch_size,
+                      progress=progress, label="reference")
+        timings["features_reference"] = time.perf_counter() - clock
+        smp_features, ref_features = smp.arrays[LAYER], ref.arrays[LAYER]
+        clock = time.perf_counter()
+        values[fd_name] = frechet_distance_of_features(smp_features, *fid_statistics(ref_features), route=plan.frechet)
+        timings["fd"] = time.perf_counter() - clock
+        if density_name in wanted:
+            clock = time.perf_counter()
+            dc = density_coverage(ref_features, smp_features, device=plan.device)
+            values[density_name], values[coverage_name] = dc["density"], dc["coverage"]
+            timings["density_coverage"] = time.perf_counter() - clock
+        extra[name] = {"cache": {"samples_features": "hit" if smp.cache_hit else "miss",
+                                 "reference_features": "hit" if ref.cache_hit else "miss"},
+                       "feature_extraction": {"samples": smp.meta, "reference": ref.meta},
+                       "timings_s": {key: round(seconds, 3) for key, seconds in timings.items()}}
+    return values, extra
 
 
 def _run_adm(plan: Plan, progress: bool) -> tuple[dict, dict]:
@@ -339,12 +431,14 @@ def evaluate_imagenet(samples, reference, *, backend: str = "adm", metrics=None,
                       progress: bool = False, run: dict | None = None, model: dict | None = None,
                       sampler: dict | None = None, frechet: str = DEFAULT_FRECHET_ROUTE,
                       is_split_rule: str = DEFAULT_IS_SPLIT_RULE, bootstrap: int | None = None,
-                      bootstrap_seed: int = DEFAULT_BOOTSTRAP_SEED) -> dict:
+                      bootstrap_seed: int = DEFAULT_BOOTSTRAP_SEED, features=None) -> dict:
     """Score `samples` against `reference`; returns a result record (`pixeldit.infra.results.make_result`).
 
     samples: ADM `.npz` (`arr_0` uint8 NHWC), `.npy`, a folder of PNG/JPEG, a prepared dataset or a uint8
     N×H×W×3 array. reference: ADM reference batch / `build_reference` output `.npz`, or any image set.
     metrics: subset of ("fid", "sfid", "is", "precision", "recall", "kid"); default all.
+    features: feature extractors (`extractors.EXTRACTORS`), default ("inception",) = ADM's suite alone; each extra
+    one adds fd_<name>, density_<name>, coverage_<name> after the Inception values (adm backend only).
     weights: "auto" (full torch-fidelity file if installed, else the offline conversion), "inception", "offline".
     cache_dir: cache root (default `$PIXELDIT_CACHE/imagenet`); False disables caching.
     run / model / sampler: sections of the result record; model and sampler default to what the sampler's
@@ -354,10 +448,14 @@ def evaluate_imagenet(samples, reference, *, backend: str = "adm", metrics=None,
     started = time.perf_counter()
     plan = plan_imagenet(samples, reference, backend=backend, metrics=metrics, batch_size=batch_size, device=device,
                          cache_dir=cache_dir, weights=weights, expected_samples=expected_samples, frechet=frechet,
-                         is_split_rule=is_split_rule, bootstrap=bootstrap, bootstrap_seed=bootstrap_seed)
+                         is_split_rule=is_split_rule, bootstrap=bootstrap, bootstrap_seed=bootstrap_seed,
+                         features=features)
     if plan.backend == "adm":
         values, extra = _run_adm(plan, progress)
         unavailable, protocol = {}, _protocol(plan)
+        if plan.extractors:
+            extra_values, extra["extractors"] = _run_extractors(plan, progress)
+            values = {**values, **extra_values}
     else:
         values, unavailable, extra, protocol = run_backend(plan, progress)
     unavailable = {**plan.unavailable, **unavailable}
@@ -368,6 +466,8 @@ def evaluate_imagenet(samples, reference, *, backend: str = "adm", metrics=None,
             ordered["kid_std"] = values.get("kid_std")
             if "kid" in unavailable:
                 unavailable["kid_std"] = unavailable["kid"]
+    for metric in plan.extra_metrics:
+        ordered[metric] = values.get(metric)
     extra = {**extra, "device": str(plan.device), "batch_size": plan.batch_size,
              "reference_path": str(plan.reference.path) if plan.reference.path else None,
              "seconds": round(time.perf_counter() - started, 3)}

@@ -39,7 +39,7 @@ FD_INFINITY_POINTS = 15
 
 
 def _float64(features, device) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(features)).to(device, torch.float64)
+    return torch.from_numpy(np.array(features, dtype=np.float64)).to(device)       # a copy: cached features are read-only
 
 
 def _sq_distances(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -6,13 +6,16 @@ Cache layout under the cache root (default `$PIXELDIT_CACHE/imagenet`, else `~/.
     features/<key>/spatial.npy   N×2023 float32 (mixed_6/conv, NHWC, 7 channels)
     features/<key>/logits.npy    N×1008 float32 (only with the full weights)
     features/<key>/meta.json     count, resolution, weights card, device, timing, sha256 of each .npy (written last)
+    features/<key>/features.npy  N×dim float32 of another extractor (extractors.py, e.g. DINOv2), instead of the above
     hashes/<stamp>.json          memoised sha256 of files by (path, size, mtime, inode)
     metrics/<key>.json           memoised metric values of one (samples, reference, settings, code) tuple + sha256
 
 Every read checks the sha256 recorded at write time: a damaged or edited entry is discarded with a warning
 and recomputed, never used.
 
-`key` = sha256(content hash of the images, feature-network digest, classifier digest, format version). An
+`key` = sha256(content hash of the images, feature-network digest, classifier digest, format version); for
+another extractor its `Layout.identity` (name, weights sha256, resize, normalisation, layer, config) replaces
+the two digests. An
 entry is written into a hidden `.partial` directory and renamed into place when complete, so a killed
 run never leaves a half entry. Images are read in batches on a background thread while the network
 runs; features go straight into memory-mapped `.npy` files, never a list of arrays.
@@ -115,41 +118,72 @@ def _discard(path: Path, what: str, consequence: str) -> None:
 class FeatureSet:
     key: str
     count: int
-    pool3: np.ndarray                    # N×2048
-    spatial: np.ndarray                  # N×2023
-    logits: np.ndarray | None            # N×1008
+    arrays: dict[str, np.ndarray]        # layer -> N×dim float32 (Inception: pool3, spatial, logits)
     cache_hit: bool
     seconds: float                       # extraction time of this call (0 on a hit)
     meta: dict = field(default_factory=dict)
 
+    @property
+    def pool3(self) -> np.ndarray:       # N×2048
+        return self.arrays["pool3"]
 
-def feature_key(content_hash: str, weights: InceptionWeights) -> str:
-    blob = {"format": FORMAT, "content": content_hash, "features_sha256": weights.features_sha256,
-            "classifier": weights.tensor_sha256 if weights.has_logits else None}
+    @property
+    def spatial(self) -> np.ndarray:     # N×2023
+        return self.arrays["spatial"]
+
+    @property
+    def logits(self) -> np.ndarray | None:   # N×1008
+        return self.arrays.get("logits")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What one feature network writes into a cache entry and what identifies it.
+
+    layers: name -> feature dimension, in file order; identity: what enters the cache key besides the images
+    (network and weight digests, preprocessing); card: recorded in the entry's meta.json; title: progress label.
+    """
+    layers: dict
+    identity: dict
+    card: dict
+    title: str
+
+
+def inception_layout(weights: InceptionWeights) -> Layout:
+    """The Inception entry: pool3, spatial and (with the full weights) logits; its key is the one of v3 entries."""
+    names = ["pool3", "spatial"] + (["logits"] if weights.has_logits else [])
+    return Layout({name: DIMS[name] for name in names},
+                  {"features_sha256": weights.features_sha256,
+                   "classifier": weights.tensor_sha256 if weights.has_logits else None},
+                  weights.card(), "Inception features")
+
+
+def _layout(weights: InceptionWeights | Layout) -> Layout:
+    return weights if isinstance(weights, Layout) else inception_layout(weights)
+
+
+def feature_key(content_hash: str, weights: InceptionWeights | Layout) -> str:
+    blob = {"format": FORMAT, "content": content_hash, **_layout(weights).identity}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
-def _names(weights: InceptionWeights) -> list[str]:
-    return ["pool3", "spatial"] + (["logits"] if weights.has_logits else [])
-
-
-def load_cached(directory: Path | None, key: str, weights: InceptionWeights) -> FeatureSet | None:
+def load_cached(directory: Path | None, key: str, weights: InceptionWeights | Layout) -> FeatureSet | None:
     """A complete cache entry, memory-mapped, whose files have the sha256 recorded when they were written;
     None when absent or damaged (a damaged one is removed, with a warning)."""
     if directory is None or not (directory / "meta.json").is_file():
         return None
+    layers = _layout(weights).layers
     try:
         meta = json.loads((directory / "meta.json").read_text())
-        names = _names(weights)
-        if any(sha256_file(directory / f"{name}.npy") != meta["sha256"][name] for name in names):
+        if any(sha256_file(directory / f"{name}.npy") != meta["sha256"][name] for name in layers):
             raise ValueError("checksum mismatch")
-        arrays = {name: np.load(directory / f"{name}.npy", mmap_mode="r") for name in names}
-        if any(arrays[name].shape != (meta["count"], DIMS[name]) for name in arrays):
+        arrays = {name: np.load(directory / f"{name}.npy", mmap_mode="r") for name in layers}
+        if any(arrays[name].shape != (meta["count"], dim) for name, dim in layers.items()):
             raise ValueError("shape mismatch")
     except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
         _discard(directory, "cached features", "they are extracted again")
         return None
-    return FeatureSet(key, meta["count"], arrays["pool3"], arrays["spatial"], arrays.get("logits"), True, 0.0, meta)
+    return FeatureSet(key, meta["count"], arrays, True, 0.0, meta)
 
 
 def _prefetch(iterator: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.ndarray]:
@@ -188,16 +222,21 @@ def _prefetch(iterator: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.nda
                 thread.join(0.05)
 
 
-def extract(source: ImageSource, weights: InceptionWeights, get_extractor: Callable[[], InceptionFeatures], *,
-            cache: Cache, batch_size: int, progress: bool = False, label: str = "images") -> FeatureSet:
-    """Features of `source` from the cache, or from one streamed pass that fills the cache."""
-    key = feature_key(source.content_hash(cache.memo), weights)
+def extract(source: ImageSource, weights: InceptionWeights | Layout, get_extractor: Callable[[], InceptionFeatures],
+            *, cache: Cache, batch_size: int, progress: bool = False, label: str = "images") -> FeatureSet:
+    """Features of `source` from the cache, or from one streamed pass that fills the cache.
+
+    weights: the Inception weights, or the `Layout` of another feature network (its `get_extractor()` maps a
+    uint8 N×H×W×3 batch to {layer: N×dim}, and has a `device`)."""
+    layout = _layout(weights)
+    key = feature_key(source.content_hash(cache.memo), layout)
     final = cache.feature_dir(key)
-    hit = load_cached(final, key, weights)
+    hit = load_cached(final, key, layout)
     if all_ranks_agree(hit is not None):
         return hit
     count = len(source)
-    names = _names(weights)
+    dims = layout.layers
+    names = list(dims)
     rank, world = current_world()
     shares = [batch_aligned_share(count, batch_size, other, world) for other in range(world)]
     start, stop = shares[rank]
@@ -206,14 +245,14 @@ def extract(source: ImageSource, weights: InceptionWeights, get_extractor: Calla
         final.parent.mkdir(parents=True, exist_ok=True)
         work = temp_beside(final, directory=True)
         arrays = {name: np.lib.format.open_memmap(work / f"{name}.npy", mode="w+", dtype=np.float32,
-                                                  shape=(count, DIMS[name])) for name in names}
+                                                  shape=(count, dims[name])) for name in names}
     else:
-        arrays = {name: np.empty((count, DIMS[name]), dtype=np.float32) for name in names}
+        arrays = {name: np.empty((count, dims[name]), dtype=np.float32) for name in names}
     try:
         extractor = get_extractor()
         start_time = time.perf_counter()
         filled = start
-        bar = Progress(stop - start, f"Inception features ({label})", enabled=progress and rank == 0)
+        bar = Progress(stop - start, f"{layout.title} ({label})", enabled=progress and rank == 0)
         for batch in _prefetch(source.batches(batch_size, start, stop)):
             if batch.shape[1:3] != tuple(source.resolution) or filled + len(batch) > stop:
                 raise InputError(f"{source.describe()} changed while it was read (batch {batch.shape} at image "
@@ -232,12 +271,11 @@ def extract(source: ImageSource, weights: InceptionWeights, get_extractor: Calla
                 arrays[name][:] = gather_rows(arrays[name][start:stop], shares)   # N×D, rank order
         seconds = time.perf_counter() - start_time
         meta = {"format": FORMAT, "key": key, "count": count, "resolution": list(source.resolution),
-                "source": source.describe(), "weights": weights.card(), "device": str(extractor.device),
+                "source": source.describe(), "weights": layout.card, "device": str(extractor.device),
                 "batch_size": batch_size, "processes": world, "seconds": round(seconds, 3),
                 "images_per_second": round(count / seconds, 3) if seconds else None}
         if work is None:
-            return FeatureSet(key, count, arrays["pool3"], arrays["spatial"], arrays.get("logits"), False, seconds,
-                              meta)
+            return FeatureSet(key, count, arrays, False, seconds, meta)
         for array in arrays.values():
             array.flush()
         del arrays
@@ -248,7 +286,7 @@ def extract(source: ImageSource, weights: InceptionWeights, get_extractor: Calla
         except OSError:                          # another run finished the same entry first: keep theirs
             shutil.rmtree(work, ignore_errors=True)
         work = None
-        loaded = load_cached(final, key, weights)
+        loaded = load_cached(final, key, layout)
         loaded.cache_hit, loaded.seconds = False, seconds
         return loaded
     finally:

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from evaluators.imagenet.errors import ImageNetEvalError
 from evaluators.imagenet.evaluate import BACKENDS, METRICS, plan_imagenet
+from evaluators.imagenet.extractors import DEFAULT_FEATURES, EXTRACTORS
 from evaluators.imagenet.features import Cache
 from evaluators.imagenet.inception import resolve_weights
 from evaluators.imagenet.metrics import DEFAULT_FRECHET_ROUTE, DEFAULT_IS_SPLIT_RULE, FRECHET_ROUTES, IS_SPLIT_RULES
@@ -80,6 +81,10 @@ def eval_imagenet(
                                      "reference .pkl, a `ref build` file, or an image set.")],
     backend: Annotated[str, typer.Option(help=f"{' | '.join(BACKENDS)} (adm: ADM evaluator semantics).")] = "adm",
     metrics: Annotated[Optional[str], typer.Option(help=f"Comma list from {','.join(METRICS)} (default all).")] = None,
+    features: Annotated[str, typer.Option(help="Feature extractors, comma list from "
+                                          f"{','.join(EXTRACTORS)}; inception (the metrics above) always runs, each "
+                                          "other one adds fd_/density_/coverage_<name> (adm backend).")]
+    = ",".join(DEFAULT_FEATURES),
     out: Annotated[Optional[Path], typer.Option(help="Result JSON (default: <SAMPLES>-imagenet.json).")] = None,
     reference_name: Annotated[Optional[str], typer.Option(
         "--reference-name", help="Registry entry the --ref file must be (its pinned sha256 or card is checked); "
@@ -116,6 +121,7 @@ def eval_imagenet(
       pixeldit-bench eval imagenet samples/ --ref refs/digits32.npz --metrics fid,kid --out metrics/imagenet.json
       pixeldit-bench eval imagenet samples.npz --ref refs/in256.npz --backend torch-fidelity --dry-run
       pixeldit-bench eval imagenet samples.npz --ref adm-imagenet256 --bootstrap 200 --bootstrap-seed 1
+      pixeldit-bench eval imagenet samples.npz --ref refs/in256.npz --features inception,dinov2
     """
     out = out or samples.with_name(f"{samples.stem if samples.suffix else samples.name}-imagenet.json")
     run = _labels(label or [])
@@ -127,14 +133,15 @@ def eval_imagenet(
             plan = plan_imagenet(samples, reference, backend=backend, metrics=metrics, batch_size=batch_size,
                                  device=_device(device), cache_dir=cache_dir, weights=weights,
                                  expected_samples=expected_samples, frechet=frechet, is_split_rule=is_splits,
-                                 bootstrap=bootstrap, bootstrap_seed=bootstrap_seed)
+                                 bootstrap=bootstrap, bootstrap_seed=bootstrap_seed, features=features)
             console.print_json(json.dumps({**plan.summary(), "run": run, "out": str(out)}, default=str))
         return
     with exits_on(ImageNetEvalError):
         record = evaluate("imagenet", [samples, reference], out, backend=backend, metrics=metrics, batch_size=batch_size,
                           device=_device(device), cache_dir=cache_dir, weights=weights,
                           expected_samples=expected_samples, progress=True, run=run, frechet=frechet,
-                          is_split_rule=is_splits, bootstrap=bootstrap, bootstrap_seed=bootstrap_seed)
+                          is_split_rule=is_splits, bootstrap=bootstrap, bootstrap_seed=bootstrap_seed,
+                          features=features)
     if current_world()[0] == 0:
         print_result(record)
         console.print(f"result written to {out}")

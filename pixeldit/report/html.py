@@ -33,6 +33,7 @@ from pixeldit.report.plots import PlotJob, Skipped
 from pixeldit.report.published import PublishedRow
 from pixeldit.report.render import MISSING, UNAVAILABLE, Cell, Table, file_stem, number_cell, numeric_columns, text_cell
 from pixeldit.report.tables import (
+    EXTRACTOR_METRICS,
     GENEVAL_METRICS,
     IMAGENET_EVALUATOR,
     IMAGENET_METRICS,
@@ -44,7 +45,8 @@ STYLESHEET = Path(__file__).with_name("report.css")
 GRID_NAME = "samples-grid.png"
 GRIDS_DIR = "grids"
 # Column label -> (value key, decimals), to find a value's `<key>_std` in its result (DPG keys carry a mode).
-_METRIC_BY_LABEL = {metric.label: (metric.key, metric.decimals) for metric in IMAGENET_METRICS + GENEVAL_METRICS}
+_METRIC_BY_LABEL = {metric.label: (metric.key, metric.decimals)
+                    for metric in IMAGENET_METRICS + EXTRACTOR_METRICS + GENEVAL_METRICS}
 _COMMAND_KEYS = ("command", "build_command")
 
 

@@ -44,6 +44,9 @@ class MetricColumn:
 IMAGENET_METRICS = (MetricColumn("fid", "FID", 2, "fid"), MetricColumn("sfid", "sFID", 2, "sfid"),
                     MetricColumn("is", "IS", 1, "is"), MetricColumn("precision", "Prec.", 2, "precision"),
                     MetricColumn("recall", "Rec.", 2, "recall"))
+# Fréchet distances in other feature spaces (`eval imagenet --features`): each its own column, never merged with
+# FID; a table shows one only when some result in it has the value (or says why it has none).
+EXTRACTOR_METRICS = (MetricColumn("fd_dinov2", "FD_DINOv2", 2, None),)
 GENEVAL_METRICS = tuple(MetricColumn(key, f"GenEval {label}", 2, None) for key, label in (
     ("single_object", "Single"), ("two_object", "Two"), ("counting", "Count"), ("colors", "Colors"),
     ("position", "Position"), ("color_attr", "Attr."))) + (MetricColumn("overall", "GenEval Overall", 2, "geneval"),)
@@ -261,8 +264,19 @@ def _contents(measured: pd.DataFrame, published: Sequence[PublishedRow]) -> str:
     return " beside ".join(parts)
 
 
+def imagenet_columns(measured: pd.DataFrame) -> tuple[MetricColumn, ...]:
+    """ADM's metric columns, then each extractor column that some row of `measured` has a value or a reason for."""
+    def present(metric: MetricColumn) -> bool:
+        values = metric.key in measured.columns and measured[metric.key].notna().any()
+        reasons = "unavailable" in measured.columns and any(
+            isinstance(reasons, dict) and metric.key in reasons for reasons in measured["unavailable"])
+        return bool(values or reasons)
+    return IMAGENET_METRICS + tuple(metric for metric in EXTRACTOR_METRICS if present(metric))
+
+
 def main_table(setting: str, measured: pd.DataFrame, published: Sequence[PublishedRow], allow_mixed: bool) -> Table:
-    metric_labels = [metric.label for metric in IMAGENET_METRICS]
+    columns = imagenet_columns(measured)
+    metric_labels = [metric.label for metric in columns]
     table = Table(name=f"main-{setting}",
                   caption=f"Class-conditional generation on {setting_title(setting)}: "
                           f"{_contents(measured, published)}; GFLOPs per forward pass, 2 FLOPs per MAC",
@@ -272,7 +286,7 @@ def main_table(setting: str, measured: pd.DataFrame, published: Sequence[Publish
         table.rows.append([_published_label(table, row), text_cell(row.type), text_cell("published"),
                            _params_cell(row.params_m, row.params_note), _gflops_cell(table, row.gflops),
                            _count_cell(row.epochs), text_cell(row.nfe),
-                           *(_published_metric(row, metric) for metric in IMAGENET_METRICS), table.cite(row.source)])
+                           *(_published_metric(row, metric) for metric in columns), table.cite(row.source)])
     overlapping = []
     for _, row in measured.iterrows():
         overlapping.append((len(table.rows), _measured_label(row, []).text, row))
@@ -280,7 +294,7 @@ def main_table(setting: str, measured: pd.DataFrame, published: Sequence[Publish
                            text_cell(_value(row, "model_type")), text_cell("measured"),
                            _params_cell(_measured_params_m(row)), _gflops_cell(table, _measured_gflops(row)),
                            _count_cell(_value(row, "epochs")), text_cell(_value(row, "nfe")),
-                           *(_measured_metric(table, row, metric) for metric in IMAGENET_METRICS),
+                           *(_measured_metric(table, row, metric) for metric in columns),
                            table.cite(row["path"])])
     mark_overlapping_fid(table, overlapping)
     return table
@@ -310,9 +324,10 @@ def ablation_table(group: str, members: pd.DataFrame, allow_mixed: bool) -> Tabl
     titles = ", ".join(setting_title(setting) for setting in dict.fromkeys(rows["setting"]))
     when = (f"every variant at {budget} kimg" if budget is not None
             else "each run's latest snapshot (the runs share no common budget)")
+    columns = imagenet_columns(rows)
     table = Table(name=f"ablation-{file_stem(group)}", caption=f"Ablation '{group}' on {titles}: {when}",
                   columns=["Variant", "Run", "kimg", "Sampler", "Params", "GFLOPs",
-                           *(metric.label for metric in IMAGENET_METRICS), "Source"])
+                           *(metric.label for metric in columns), "Source"])
     marks = protocol_marks(table, rows, allow_mixed)
     overlapping = []
     for _, row in rows.iterrows():
@@ -320,7 +335,7 @@ def ablation_table(group: str, members: pd.DataFrame, allow_mixed: bool) -> Tabl
         label = text_cell(_value(row, "variant") or row["run"], (marks[row["protocol_key"]],) if marks else ())
         table.rows.append([label, text_cell(row["run"]), _count_cell(_value(row, "kimg")), text_cell(row["sampler"]),
                            _params_cell(_measured_params_m(row)), _gflops_cell(table, _measured_gflops(row)),
-                           *(_measured_metric(table, row, metric) for metric in IMAGENET_METRICS),
+                           *(_measured_metric(table, row, metric) for metric in columns),
                            table.cite(row["path"])])
     mark_overlapping_fid(table, overlapping)
     return table

@@ -73,6 +73,14 @@ def check_names():
             get_sampler(name)
         except ValueError as error:
             problems.append(f"{where}: {error}")
+    if "features" in config:
+        from evaluators.imagenet.errors import ImageNetEvalError
+        from evaluators.imagenet.extractors import normalise_features
+
+        try:
+            normalise_features(config["features"])
+        except ImageNetEvalError as error:
+            problems.append(f"features: {error}")
     if problems:
         raise ValueError("workflow config: " + "\n  ".join(problems))
 
@@ -108,6 +116,13 @@ def network_file(run, kimg):
 def final_network(run):
     """What a sampling job waits for: the run's last snapshot (intermediate ones exist by then)."""
     return network_file(run, RUNS[run].get("kimg", 0))
+
+
+def features_args():
+    """`--features ...` for `eval imagenet` when the config names extractors beyond inception; nothing otherwise
+    (so a config without extras runs today's command)."""
+    features = config.get("features") or ["inception"]
+    return "" if list(features) == ["inception"] else "--features " + ",".join(features)
 
 
 def samplers_of(run):

@@ -12,6 +12,7 @@ rule eval_imagenet:
     params:
         labels=lambda wildcards: labels(wildcards.run),
         n=SAMPLING["n"],
+        features=features_args(),
         omp=lambda wildcards, threads, resources: threads_per_process(threads, resources.gpu),
     log:
         f"{RESULTS}/logs/eval/{{run}}-{{kimg}}-{{sampler}}-imagenet.log",
@@ -24,7 +25,7 @@ rule eval_imagenet:
         runtime=config["resources"]["eval_runtime"],
     shell:
         "OMP_NUM_THREADS={params.omp} pixeldit-bench eval imagenet {input.samples} --ref {input.ref} "
-        "--expected-samples {params.n} {params.labels} --out {output} > {log} 2>&1"
+        "--expected-samples {params.n} {params.features} {params.labels} --out {output} > {log} 2>&1"
 
 
 rule eval_registered:
