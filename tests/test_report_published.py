@@ -27,7 +27,8 @@ REQUIRED_METHODS = {
 
 def test_every_shipped_row_is_sourced_and_numeric():
     rows = load_published()
-    assert {path.name for path in PUBLISHED_DIR.glob("*.yaml")} == {"imagenet256.yaml", "imagenet512.yaml", "t2i.yaml"}
+    assert {path.name for path in PUBLISHED_DIR.glob("*.yaml")} == {"imagenet256.yaml", "imagenet512.yaml",
+                                                                  "imagenet512-edm2.yaml", "t2i.yaml"}
     for row in rows:
         assert row.source.strip(), row
         assert row.values and set(row.values) <= set(METRIC_KEYS), row
@@ -52,6 +53,25 @@ def test_pixeldit_headline_numbers_match_the_reference():
     assert row_512.values["fid"] == 1.81
     t2i_1024 = [row for row in load_published(setting="t2i-1024") if row.method == "PixelDiT-T2I"][0]
     assert t2i_1024.values == {"geneval": 0.74, "dpg": 83.5}
+
+
+def test_edm2_fd_dinov2_rows_keep_one_preset_per_metric_and_fill_the_512_column(tmp_path):
+    from pixeldit.report.collect import collect_results
+    from pixeldit.report.tables import main_tables
+
+    edm2 = {row.method: row for row in load_published(setting="imagenet-512") if row.method.startswith("EDM2-")}
+    assert edm2["EDM2-XXL (preset edm2-img512-xxl-guid-dino)"].values == {"fd_dinov2": 33.09}
+    assert edm2["EDM2-XXL (preset edm2-img512-xxl-guid-fid)"].values == {"fid": 1.81}
+    # a preset's EMA and guidance minimise its one metric: no row carries both
+    assert all(len(row.values) == 1 for row in edm2.values()) and len(edm2) == 12
+    assert {row.card["evaluator"]["backend"] for row in edm2.values()} == {"edm2-calculate-metrics"}
+    (table,) = [table for table in main_tables(collect_results(tmp_path), load_published()) if table.name == "main-imagenet-512"]
+    column = table.columns.index("FD_DINOv2")
+    by_label = {row[0].text: row[column].text for row in table.rows}
+    assert by_label["EDM2-S (preset edm2-img512-s-guid-dino)"] == "52.32"
+    assert by_label["EDM2-S (preset edm2-img512-s-guid-fid)"] == "—"
+    (table_256,) = [table for table in main_tables(collect_results(tmp_path), load_published()) if table.name == "main-imagenet-256"]
+    assert "FD_DINOv2" not in table_256.columns     # no 256 row has one
 
 
 def test_mac_convention_is_doubled():

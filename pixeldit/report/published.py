@@ -16,7 +16,7 @@ import yaml
 
 PUBLISHED_DIR = Path(__file__).with_name("published")
 
-METRIC_KEYS = ("fid", "sfid", "is", "precision", "recall", "geneval", "dpg")
+METRIC_KEYS = ("fid", "sfid", "is", "precision", "recall", "fd_dinov2", "geneval", "dpg")
 MODEL_TYPES = ("latent", "pixel")
 # PixelDiT's tools/compute_flops.py counts 2 FLOPs per multiply-accumulate; DiT/JiT papers count MACs.
 GFLOPS_CONVENTIONS = ("2flops_per_mac", "mac", "unknown")

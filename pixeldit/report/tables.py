@@ -46,7 +46,7 @@ IMAGENET_METRICS = (MetricColumn("fid", "FID", 2, "fid"), MetricColumn("sfid", "
                     MetricColumn("recall", "Rec.", 2, "recall"))
 # Fréchet distances in other feature spaces (`eval imagenet --features`): each its own column, never merged with
 # FID; a table shows one only when some result in it has the value (or says why it has none).
-EXTRACTOR_METRICS = (MetricColumn("fd_dinov2", "FD_DINOv2", 2, None),)
+EXTRACTOR_METRICS = (MetricColumn("fd_dinov2", "FD_DINOv2", 2, "fd_dinov2"),)
 GENEVAL_METRICS = tuple(MetricColumn(key, f"GenEval {label}", 2, None) for key, label in (
     ("single_object", "Single"), ("two_object", "Two"), ("counting", "Count"), ("colors", "Colors"),
     ("position", "Position"), ("color_attr", "Attr."))) + (MetricColumn("overall", "GenEval Overall", 2, "geneval"),)
@@ -264,18 +264,19 @@ def _contents(measured: pd.DataFrame, published: Sequence[PublishedRow]) -> str:
     return " beside ".join(parts)
 
 
-def imagenet_columns(measured: pd.DataFrame) -> tuple[MetricColumn, ...]:
-    """ADM's metric columns, then each extractor column that some row of `measured` has a value or a reason for."""
+def imagenet_columns(measured: pd.DataFrame, published: Sequence[PublishedRow] = ()) -> tuple[MetricColumn, ...]:
+    """ADM's metric columns, then each extractor column that some row of `measured` has a value or a reason for,
+    or some published row a value."""
     def present(metric: MetricColumn) -> bool:
         values = metric.key in measured.columns and measured[metric.key].notna().any()
         reasons = "unavailable" in measured.columns and any(
             isinstance(reasons, dict) and metric.key in reasons for reasons in measured["unavailable"])
-        return bool(values or reasons)
+        return bool(values or reasons or any(metric.published_key in row.values for row in published))
     return IMAGENET_METRICS + tuple(metric for metric in EXTRACTOR_METRICS if present(metric))
 
 
 def main_table(setting: str, measured: pd.DataFrame, published: Sequence[PublishedRow], allow_mixed: bool) -> Table:
-    columns = imagenet_columns(measured)
+    columns = imagenet_columns(measured, published)
     metric_labels = [metric.label for metric in columns]
     table = Table(name=f"main-{setting}",
                   caption=f"Class-conditional generation on {setting_title(setting)}: "
@@ -307,7 +308,8 @@ RECONSTRUCTION_GROUP = "autoencoder"
 
 def main_tables(frame: pd.DataFrame, published: Sequence[PublishedRow], allow_mixed: bool = False) -> list[Table]:
     """One main table per class-conditional setting, published settings first."""
-    published = [row for row in published if any(m.published_key in row.values for m in IMAGENET_METRICS)]
+    published = [row for row in published
+                 if any(m.published_key in row.values for m in IMAGENET_METRICS + EXTRACTOR_METRICS)]
     generators = frame[(frame["evaluator"] == IMAGENET_EVALUATOR) & (frame["group"] != RECONSTRUCTION_GROUP)]
     measured = latest_snapshots(generators)
     for path in measured.loc[measured["setting"] == "unknown", "path"]:
