@@ -13,8 +13,11 @@ from PIL import Image
 
 from evaluators.dpg.layout import write_grid
 from evaluators.dpg.questions import COLUMNS
+from evaluators.imagenet.dinov2 import DinoV2ViT
+from evaluators.imagenet.extractors import EXTRACTORS, dinov2_extractor
 from pixeldit.cli.eval_dpg import dpg_app, eval_dpg
 from pixeldit.data.digits import digits32_images
+from pixeldit.infra import weights as weights_registry
 from pixeldit.infra.datasets import DatasetWriter
 from pixeldit.models.autoencoder import DIGITS_AE_CONFIG, SD_VAE_SCALE, LatentAutoencoder, build_vae
 
@@ -126,3 +129,32 @@ def write_tiny_benchmark(tmp_path, kimg=12, runtime=1):
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     return path, results
+
+
+# ------------------------------------------------------------------------------------------------
+# A tiny DINOv2 of the extractor's own code: a small config (its 3×3 position grid resized to the input's 4×4,
+# as ViT-L/14's 37×37 is to 16×16), seeded weights in the official key layout, under a test registry name
+
+TINY_DINOV2 = dict(embed_dim=32, depth=2, num_heads=2, mlp_ratio=4, patch_size=14, checkpoint_grid=3)
+TINY_DINOV2_SIZE = 56                                      # a 4×4 patch grid
+TINY_DINOV2_WEIGHTS = weights_registry.WeightFile(
+    name="dinov2-tiny-test", url="file:///nonexistent/dinov2-tiny-test.pth", filename="dinov2-tiny-test.pth",
+    licence="test", description="tiny test DINOv2")
+
+
+def tiny_dinov2_registrations() -> dict:
+    """{registry: (key, entry)} that make `dinov2` the tiny network: for monkeypatch.setitem, or to apply."""
+    return {"weights": (weights_registry.WEIGHTS, TINY_DINOV2_WEIGHTS.name, TINY_DINOV2_WEIGHTS),
+            "extractor": (EXTRACTORS, "dinov2",
+                          dinov2_extractor("dinov2", TINY_DINOV2_WEIGHTS.name, TINY_DINOV2, TINY_DINOV2_SIZE))}
+
+
+def write_tiny_dinov2_weights() -> Path:
+    """Seeded weights of the tiny DINOv2 at its registry path (under $PIXELDIT_WEIGHTS)."""
+    generator = torch.Generator().manual_seed(7)
+    state = {name: 0.2 * torch.randn(tensor.shape, generator=generator) + (1 if name.endswith(".gamma") else 0)
+             for name, tensor in DinoV2ViT(**TINY_DINOV2).state_dict().items()}
+    path = weights_registry.path_of(TINY_DINOV2_WEIGHTS.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return path

@@ -37,7 +37,7 @@ def first(sets):
 def test_registered_and_result_record(first, sets):
     record, _ = first
     assert get_evaluator("imagenet") is evaluate_imagenet
-    assert record["schema"] == SCHEMA and record["evaluator"] == {"name": "imagenet", "version": "3", "backend": "adm"}
+    assert record["schema"] == SCHEMA and record["evaluator"] == {"name": "imagenet", "version": "4", "backend": "adm"}
     values = record["values"]
     assert values["is"] is None and record["unavailable"]["is"] == UNAVAILABLE_IS
     assert 0 <= values["precision"] <= 1 and 0 <= values["recall"] <= 1 and np.isfinite(values["kid"])

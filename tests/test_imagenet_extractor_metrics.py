@@ -1,4 +1,4 @@
-"""Metrics over any extractor: density/coverage vs prdc, CMMD vs cmmd's formula, FD∞ on Gaussians of known FD."""
+"""Metrics over any extractor: precision/recall/density/coverage vs prdc, CMMD vs cmmd's formula, FD∞ on Gaussians of known FD."""
 import json
 from pathlib import Path
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from evaluators.imagenet.errors import ImageNetEvalError
-from evaluators.imagenet.extractor_metrics import cmmd, density_coverage, fd_infinity
+from evaluators.imagenet.extractor_metrics import cmmd, fd_infinity, prdc
 from evaluators.imagenet.metrics import fid_statistics, frechet_distance
 
 GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "imagenet_metrics" / "golden.json").read_text())
@@ -22,31 +22,36 @@ def _cmmd_inputs():                      # make_golden.py: cmmd_inputs, before i
     return rng.normal(size=(500, 64)), rng.normal(0.05, 1.0, size=(400, 64))
 
 
-# --------------------------------------------------------------------------------------------- density / coverage
+# --------------------------------------------------------------------------------------------- precision / recall / density / coverage
 
 @pytest.mark.parametrize("block", [10000, 97])
-def test_density_coverage_equal_prdc(block):
-    """Both are counts over strict comparisons, so they equal prdc's exactly unless a distance ties a radius within
-    float64 rounding; 1e-12 leaves room only for the final division."""
+def test_prdc_equals_the_prdc_package(block):
+    """All four are counts over strict comparisons, so they equal prdc's exactly unless a distance ties a radius
+    within float64 rounding; 1e-12 leaves room only for the final division."""
     reference, samples = _prdc_inputs()
-    ours = density_coverage(reference, samples, block=block)
-    golden = GOLDEN["density_coverage"]
+    ours = prdc(reference, samples, block=block)
+    golden = GOLDEN["prdc"]
     assert ours["k"] == golden["k"] == 5
-    assert abs(ours["density"] - golden["density"]) <= 1e-12
-    assert abs(ours["coverage"] - golden["coverage"]) <= 1e-12
-    assert 0 < golden["coverage"] < 1 and golden["density"] > 0
+    for name in ("precision", "recall", "density", "coverage"):
+        assert abs(ours[name] - golden[name]) <= 1e-12, name
+        assert 0 < golden[name] < 1
 
 
-def test_density_coverage_on_points_with_known_answer():
+def test_prdc_on_points_with_known_answer():
     # reference 0, 1, ..., 6 on a line: 5th-neighbour radii (self as the 0th) 5, 4, 3, 3, 3, 4, 5
     reference = np.arange(7, dtype=np.float64)[:, None]
-    samples = np.array([[0.0], [100.0]])
-    # 0.0 lies inside the balls of 0, 1, 2 and on the border of 3's (distance 3 = radius 3: strict <, outside);
-    # 100 in none. density = (3 + 0) / 2 / k, coverage = 3 of 7 reference balls hold a sample
-    result = density_coverage(reference, samples)
-    assert result["density"] == pytest.approx(3 / 2 / 5) and result["coverage"] == pytest.approx(3 / 7)
+    # samples 0 and 100..105: the radius of 0 is 104 (its 5th neighbour), of 100 .. 105 are 5, 4, 3, 3, 4, 5
+    samples = np.array([[0.0], *([100.0 + i] for i in range(6))])
+    # 0.0 lies inside the balls of reference 0, 1, 2 and on the border of 3's (distance 3 = radius 3: strict <,
+    # outside); 100 .. 105 in none. density = 3 / 7 / k, coverage = 3 of 7 reference balls hold a sample,
+    # precision = 1 of 7 samples in a reference ball; recall: every reference point lies in sample 0's ball
+    result = prdc(reference, samples)
+    assert result["density"] == pytest.approx(3 / 7 / 5) and result["coverage"] == pytest.approx(3 / 7)
+    assert result["precision"] == pytest.approx(1 / 7) and result["recall"] == 1.0
     with pytest.raises(ImageNetEvalError, match="at least 6 reference"):
-        density_coverage(reference[:5], samples)
+        prdc(reference[:5], samples)
+    with pytest.raises(ImageNetEvalError, match="at least 6 sample"):
+        prdc(reference, samples[:5])
 
 
 # --------------------------------------------------------------------------------------------- CMMD

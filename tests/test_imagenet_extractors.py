@@ -1,24 +1,28 @@
-"""The feature-extractor registry and `--features inception,dinov2`, on a tiny random-init DINOv2 of the same code.
-
-The tiny network is `dinov2.DinoV2ViT` with a small config (its 3×3 position grid is resized to the input's 4×4,
-as ViT-L/14's 37×37 is to 16×16), seeded weights written to a temporary weights folder under a test registry
-name; nothing is downloaded and the real `dinov2-vitl14` file is never present.
+"""The feature-extractor registry and `--features inception,dinov2`, on a tiny random-init DINOv2 of the same code
+(tests/helpers.py: seeded weights in a temporary weights folder under a test registry name); nothing is
+downloaded and the real `dinov2-vitl14` file is never present.
 """
 import json
 
 import numpy as np
 import pytest
-import torch
 import typer
+from helpers import TINY_DINOV2, TINY_DINOV2_SIZE, tiny_dinov2_registrations, write_tiny_dinov2_weights
 from typer.testing import CliRunner
 
 from evaluators.imagenet import evaluate_imagenet, plan_imagenet
 from evaluators.imagenet import extractors as registry_of_extractors
-from evaluators.imagenet.dinov2 import DINOv2Features, DinoV2ViT, load_official
+from evaluators.imagenet.dinov2 import DINOv2Features, load_official
 from evaluators.imagenet.errors import ImageNetEvalError
-from evaluators.imagenet.extractor_metrics import density_coverage
-from evaluators.imagenet.extractors import EXTRACTORS, dinov2_extractor, get_extractor, normalise_features
-from evaluators.imagenet.metrics import DEFAULT_FRECHET_ROUTE, fid_statistics, frechet_distance_of_features
+from evaluators.imagenet.extractor_metrics import prdc
+from evaluators.imagenet.extractors import get_extractor, normalise_features
+from evaluators.imagenet.metrics import (
+    DEFAULT_FRECHET_ROUTE,
+    fid_statistics,
+    frechet_distance,
+    frechet_distance_of_features,
+    kernel_inception_distance,
+)
 from pixeldit.cli.eval_imagenet import eval_imagenet
 from pixeldit.data.digits import digits32_images
 from pixeldit.infra import weights as registry
@@ -27,10 +31,7 @@ from pixeldit.infra.results import read_result
 
 pytestmark = pytest.mark.usefixtures("imagenet_env")
 
-TINY = dict(embed_dim=32, depth=2, num_heads=2, mlp_ratio=4, patch_size=14, checkpoint_grid=3)
-TINY_SIZE = 56                                      # a 4×4 patch grid
-TINY_WEIGHTS = registry.WeightFile(name="dinov2-tiny-test", url="file:///nonexistent/dinov2-tiny-test.pth",
-                                   filename="dinov2-tiny-test.pth", licence="test", description="tiny test DINOv2")
+TINY, TINY_SIZE = TINY_DINOV2, TINY_DINOV2_SIZE
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +47,9 @@ def sets(tmp_path_factory):
 @pytest.fixture
 def tiny_dinov2(monkeypatch):
     """`dinov2` replaced by the tiny network; its weights (seeded, official key layout) under a test name."""
-    monkeypatch.setitem(registry.WEIGHTS, TINY_WEIGHTS.name, TINY_WEIGHTS)
-    monkeypatch.setitem(EXTRACTORS, "dinov2", dinov2_extractor("dinov2", TINY_WEIGHTS.name, TINY, TINY_SIZE))
-    generator = torch.Generator().manual_seed(7)
-    state = {name: 0.2 * torch.randn(tensor.shape, generator=generator) + (1 if name.endswith(".gamma") else 0)
-             for name, tensor in DinoV2ViT(**TINY).state_dict().items()}
-    path = registry.path_of(TINY_WEIGHTS.name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path)
+    for table, key, entry in tiny_dinov2_registrations().values():
+        monkeypatch.setitem(table, key, entry)
+    path = write_tiny_dinov2_weights()
     yield path
     path.unlink()
 
@@ -100,15 +96,20 @@ def test_features_dinov2_from_the_cli_equals_a_direct_computation(sets, tiny_din
     assert result.exit_code == 0, result.output
     record = read_result(out)
     values = record["values"]
-    assert list(values) == ["kid", "kid_std", "fd_dinov2", "density_dinov2", "coverage_dinov2"]
+    assert list(values) == ["kid", "kid_std", "fd_dinov2", "fd_infinity_dinov2", "kid_dinov2", "kid_dinov2_std",
+                            "precision_dinov2", "recall_dinov2", "density_dinov2", "coverage_dinov2"]
     assert values["kid"] == evaluate_imagenet(*sets, metrics="kid", weights="offline")["values"]["kid"]
+    assert values["fd_infinity_dinov2"] is None and "more than 5000 samples" in record["unavailable"]["fd_infinity_dinov2"]
 
     samples, reference = (np.load(path)["arr_0"] for path in sets)
     smp, ref = _direct(tiny_dinov2, samples), _direct(tiny_dinov2, reference)
     assert values["fd_dinov2"] == frechet_distance_of_features(smp, *fid_statistics(ref))
     assert values["fd_dinov2"] > 0
-    dc = density_coverage(ref, smp)
-    assert (values["density_dinov2"], values["coverage_dinov2"]) == (dc["density"], dc["coverage"])
+    found = prdc(ref, smp)
+    for metric in ("precision", "recall", "density", "coverage"):
+        assert values[f"{metric}_dinov2"] == found[metric]
+    kid = kernel_inception_distance(smp, ref)
+    assert (values["kid_dinov2"], values["kid_dinov2_std"]) == (kid["kid"], kid["kid_std"])
 
     block = record["protocol"]["extractors"]["dinov2"]
     assert block["card"]["weights_file"]["sha256"] == sha256_file(tiny_dinov2)
@@ -138,13 +139,54 @@ def test_damaged_extractor_cache_entry_is_recomputed(sets, tiny_dinov2, tmp_path
 def test_absent_weights_make_the_metrics_unavailable(sets):
     assert not registry.path_of("dinov2-vitl14").is_file()
     record = evaluate_imagenet(*sets, metrics="kid", weights="offline", features="inception,dinov2")
-    for metric in ("fd_dinov2", "density_dinov2", "coverage_dinov2"):
+    for metric in ("fd_dinov2", "kid_dinov2", "kid_dinov2_std", "precision_dinov2", "density_dinov2",
+                   "coverage_dinov2"):
         assert record["values"][metric] is None
         reason = record["unavailable"][metric]
         assert reason.startswith("unavailable: dinov2 weights not installed")
         assert "`pixeldit-bench weights fetch dinov2-vitl14`" in reason
     assert record["values"]["kid"] is not None
     assert record["protocol"]["extractors"]["dinov2"]["status"] == record["unavailable"]["fd_dinov2"]
+
+
+def test_more_images_than_dimensions_use_the_streamed_statistics(tiny_dinov2, tmp_path):
+    """40 samples of 32-d features: the FD comes from float64 sums streamed during extraction (float64 mean; ADM's
+    is float32), which the cache keeps beside the features, and equals the FD of np.cov of the stacked rows."""
+    images = digits32_images()[0]
+    np.savez(tmp_path / "samples.npz", arr_0=images[:40])
+    np.savez(tmp_path / "reference.npz", arr_0=images[300:345])
+    run = dict(metrics="kid", weights="offline", features="dinov2", cache_dir=tmp_path / "cache", batch_size=16)
+    first = evaluate_imagenet(tmp_path / "samples.npz", tmp_path / "reference.npz", **run)
+    extraction = first["extra"]["extractors"]["dinov2"]["feature_extraction"]
+    assert extraction["samples"]["statistics"] == {"features": "streamed float64 sums (n > d)"}
+    entry = tmp_path / "cache" / "features" / extraction["samples"]["key"]
+    assert (entry / "features.stats.npy").is_file() and "features.stats" in extraction["samples"]["sha256"]
+    smp, ref = (_direct(tiny_dinov2, images[begin:end]).astype(np.float64) for begin, end in ((0, 40), (300, 345)))
+    # float64 rows, so that np.mean is float64 as the streamed mean is; the tiny random network's FD is small
+    # (~1e-4) beside its traces, so rounding of the sums shows at ~1e-9 relative
+    expected = frechet_distance(*fid_statistics(smp), *fid_statistics(ref))
+    assert first["values"]["fd_dinov2"] == pytest.approx(expected, rel=1e-6)
+    assert first["protocol"]["extractors"]["dinov2"]["statistics"].startswith("more images than feature dimensions")
+    again = evaluate_imagenet(tmp_path / "samples.npz", tmp_path / "reference.npz", **run)
+    assert again["extra"]["extractors"]["dinov2"]["cache"] == {"samples_features": "hit", "reference_features": "hit"}
+    assert again["values"] == first["values"]
+
+
+def test_statistics_stored_in_the_reference_file(sets, tiny_dinov2, tmp_path):
+    """A reference with mu_dinov2/sigma_dinov2 (what `ref build --features` writes) gives FD_DINOv2 from them; the
+    metrics that need the reference's images are unavailable when it has none."""
+    reference = np.load(sets[1])["arr_0"]
+    ref_features = _direct(tiny_dinov2, reference)
+    mu, sigma = fid_statistics(ref_features)
+    pool = np.random.default_rng(0).normal(size=(40, 2048))
+    stats_only = tmp_path / "stats.npz"
+    np.savez(stats_only, mu=pool.mean(0), sigma=np.cov(pool, rowvar=False), mu_dinov2=mu, sigma_dinov2=sigma)
+    record = evaluate_imagenet(sets[0], stats_only, metrics="fid", weights="offline", features="dinov2")
+    smp = _direct(tiny_dinov2, np.load(sets[0])["arr_0"])
+    assert record["values"]["fd_dinov2"] == frechet_distance_of_features(smp, mu, sigma)
+    assert record["protocol"]["extractors"]["dinov2"]["reference_statistics"] == "from the file (mu_dinov2/sigma_dinov2)"
+    assert "statistics only" in record["unavailable"]["kid_dinov2"]
+    assert record["extra"]["extractors"]["dinov2"]["cache"]["reference_features"] is None
 
 
 def test_statistics_only_reference_and_other_backends(sets, tiny_dinov2, tmp_path):
@@ -154,7 +196,8 @@ def test_statistics_only_reference_and_other_backends(sets, tiny_dinov2, tmp_pat
     np.savez(stats_only, mu=features.mean(0), sigma=np.cov(features, rowvar=False), mu_s=spatial.mean(0),
              sigma_s=np.cov(spatial, rowvar=False))
     plan = plan_imagenet(sets[0], stats_only, metrics="fid", weights="offline", features="dinov2")
-    assert "statistics only" in plan.unavailable["fd_dinov2"] and "dinov2" in plan.unavailable["coverage_dinov2"]
+    assert "neither dinov2 statistics" in plan.unavailable["fd_dinov2"]
+    assert "statistics only" in plan.unavailable["coverage_dinov2"]
     assert plan.summary()["features"] == ["inception", "dinov2"]
     with pytest.raises(ImageNetEvalError, match="backend='adm' only"):
         plan_imagenet(*sets, backend="torch-fidelity", weights="offline", features="dinov2")

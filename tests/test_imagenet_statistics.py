@@ -1,4 +1,5 @@
-"""Streaming float64 feature statistics: np.cov / np.mean equivalence, merging in any split, all_reduce, FD."""
+"""Streaming float64 feature statistics: np.cov / np.mean equivalence, merging in any split (the same float64
+values as one pass), the ranks' gather, saving, FD."""
 import numpy as np
 import pytest
 import torch
@@ -39,22 +40,49 @@ def test_equals_np_mean_and_np_cov_of_the_stacked_features():
     assert np.abs(stats.sigma() - np.cov(features, rowvar=False, ddof=0)).max() > 1e-5 * np.abs(expected_sigma).max()
 
 
-@pytest.mark.parametrize("bounds", [[0, 1500, 3000], [0, 10, 2000, 2000, 2001, 3000], [0, 1, 2, 3, 3000]])
+def _batches(count, size=64):
+    return list(range(size, count, size))
+
+
+@pytest.mark.parametrize("bounds", [[0, 1472, 3000], [0, 64, 2048, 2048, 2112, 3000], [0, 64, 128, 192, 3000]])
 def test_merging_shards_in_any_split_equals_one_pass(bounds):
-    """Contiguous shards (one of them empty, some of a single row), each fed in batches of 64, merged in either
-    order: the sums equal one pass over all rows up to float64 rounding of the different summation order."""
+    """Contiguous shards of whole batches of 64 (one of them empty), merged in either order: the same batches
+    regrouped give bit for bit the sums of one pass, as torchrun's shares must; plain float64 sums do not."""
     features = _features(1)
-    whole = _streamed(features, [])
-    parts = [_streamed(features[begin:end], list(range(64, end - begin, 64))) for begin, end in zip(bounds, bounds[1:])]
+    whole = _streamed(features, _batches(len(features)))
+    parts = [_streamed(features[begin:end], _batches(end - begin)) for begin, end in zip(bounds, bounds[1:])]
     for order in (parts, parts[::-1]):
         merged = FeatureStatistics(features.shape[1])
         for part in order:
             merged.merge(part)
         assert merged.count == whole.count
-        torch.testing.assert_close(merged.state, whole.state, rtol=1e-13, atol=1e-13 * float(whole.state.abs().max()))
+        torch.testing.assert_close(merged.totals(), whole.totals(), rtol=0, atol=0)
+        np.testing.assert_array_equal(merged.sigma(), whole.sigma())
     restored = FeatureStatistics.from_state(merged.state.clone())
     assert restored.dim == features.shape[1]
     np.testing.assert_array_equal(restored.sigma(), merged.sigma())
+
+    # the same regrouping with plain float64 sums (no compensation) is not exact: what the pairs are for
+    def plain(rows, cuts):
+        total = torch.zeros(features.shape[1] ** 2, dtype=torch.float64)
+        for begin, end in zip([0, *cuts], [*cuts, len(rows)]):
+            x = torch.from_numpy(rows[begin:end]).double()
+            total += (x.T @ x).flatten()
+        return total
+    one_pass = plain(features, _batches(len(features)))
+    regrouped = sum(plain(features[begin:end], _batches(end - begin)) for begin, end in zip(bounds, bounds[1:]))
+    assert not torch.equal(one_pass, regrouped)
+
+
+def test_saved_sums_load_back_to_the_same_statistics(tmp_path):
+    stats = _streamed(_features(5, count=200, dim=12), [64, 128])
+    stats.save(tmp_path / "pool3.stats.npy")
+    loaded = FeatureStatistics.load(tmp_path / "pool3.stats.npy", 12)
+    assert loaded.count == 200
+    np.testing.assert_array_equal(loaded.mu(), stats.mu())
+    np.testing.assert_array_equal(loaded.sigma(), stats.sigma())
+    with pytest.raises(ImageNetEvalError, match="not the 183 float64 sums of 13-d statistics"):
+        FeatureStatistics.load(tmp_path / "pool3.stats.npy", 13)
 
 
 def test_fd_from_streamed_statistics_equals_todays_fd_path():
@@ -79,24 +107,23 @@ def test_rejects_wrong_shapes_and_too_few_images():
         stats.update(np.ones((1, 4))).sigma()
     with pytest.raises(ImageNetEvalError, match="merge 3-d"):
         stats.merge(FeatureStatistics(3))
-    with pytest.raises(ImageNetEvalError, match="21 float64 values"):
-        FeatureStatistics(4, state=torch.zeros(21, dtype=torch.float32))
+    with pytest.raises(ImageNetEvalError, match="2 x 21 float64 values"):
+        FeatureStatistics(4, state=torch.zeros(2, 21, dtype=torch.float32))
 
 
 def _rank(rank, world, init_file, features, out):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    shard = np.array_split(features, world)[rank]
-    stats = _streamed(shard, [5]).all_reduce()
-    if rank == 0:
-        torch.save(stats.state, out)
+    begin, end = (0, 64 * 3) if rank == 0 else (64 * 3, len(features))
+    stats = _streamed(features[begin:end], _batches(end - begin)).gather_merge()
+    torch.save(stats.totals(), out / f"rank{rank}.pt")
     dist.destroy_process_group()
 
 
-def test_two_gloo_processes_all_reduce_to_the_merged_statistics(tmp_path):
-    """EDM2's scheme: every rank sums its share, all_reduce(SUM) of the flat state is the merge, bit for bit."""
+def test_two_gloo_processes_give_the_one_process_statistics(tmp_path):
+    """EDM2's scheme with exact addition: every rank sums its share of whole batches, the ranks' sums are gathered
+    and added in rank order, and every rank holds the float64 sums one process computes over all batches."""
     features = _features(4, count=301, dim=16)
-    mp.spawn(_rank, args=(2, tmp_path / "init", features, tmp_path / "state.pt"), nprocs=2)
-    merged = FeatureStatistics(16)
-    for shard in np.array_split(features, 2):
-        merged.merge(_streamed(shard, [5]))
-    torch.testing.assert_close(torch.load(tmp_path / "state.pt"), merged.state, rtol=0, atol=0)
+    mp.spawn(_rank, args=(2, tmp_path / "init", features, tmp_path), nprocs=2)
+    one_process = _streamed(features, _batches(len(features)))
+    for rank in range(2):
+        torch.testing.assert_close(torch.load(tmp_path / f"rank{rank}.pt"), one_process.totals(), rtol=0, atol=0)

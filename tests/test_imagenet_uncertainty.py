@@ -99,6 +99,20 @@ def test_fid_vs_n_ends_at_the_fid(digits):
     assert fid_vs_n(samples, mu, sigma, seed=1)["fid"][0] != computed["fid"][0]
 
 
+def test_fid_vs_n_streams_when_samples_outnumber_dimensions(digits, monkeypatch):
+    """300 samples of 64-d: every N above 64 comes from sums streamed in chunks (here of 37 rows, so the subsets
+    cut across chunks) and equals the weighted-resampling route, which holds every row in float64."""
+    import evaluators.imagenet.uncertainty as uncertainty
+
+    monkeypatch.setattr(uncertainty, "STREAM_CHUNK", 37)
+    samples, mu, sigma = digits[0][:300], *digits[1:]
+    streamed = fid_vs_n(samples, mu, sigma, seed=3)
+    resampled = fid_vs_n(samples, mu, sigma, seed=3, method="root")
+    assert (streamed["method"], resampled["method"]) == ("streamed", "root")
+    assert streamed["n"] == resampled["n"] == [50, 100, 200, 300]
+    np.testing.assert_allclose(streamed["fid"], resampled["fid"], rtol=1e-9)
+
+
 def test_sizes_and_settings():
     assert fid_vs_n_sizes(200) == [50, 100, 200] and fid_vs_n_sizes(50) == [50] and fid_vs_n_sizes(30) == [30]
     assert fid_vs_n_sizes(50000)[-2:] == [25600, 50000]

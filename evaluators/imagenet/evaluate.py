@@ -16,6 +16,7 @@ and `extra["fid_vs_n"]` (FID of nested first-N subsets), see uncertainty.py; the
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -26,7 +27,16 @@ import torch
 
 from evaluators.imagenet.backends import backend_unavailable, run_backend
 from evaluators.imagenet.errors import ImageNetEvalError
-from evaluators.imagenet.extractor_metrics import DC_K, density_coverage
+from evaluators.imagenet.extractor_metrics import (
+    CMMD_SCALE,
+    CMMD_SIGMA,
+    DC_K,
+    FD_INFINITY_MIN_COUNT,
+    FD_INFINITY_POINTS,
+    cmmd,
+    fd_infinity,
+    prdc,
+)
 from evaluators.imagenet.extractors import (
     LAYER,
     ResolvedExtractor,
@@ -35,7 +45,15 @@ from evaluators.imagenet.extractors import (
     normalise_features,
     resolve_extractor,
 )
-from evaluators.imagenet.features import DIMS, Cache, LazyExtractor, default_batch_size, extract, feature_key
+from evaluators.imagenet.features import (
+    DIMS,
+    Cache,
+    FeatureSet,
+    LazyExtractor,
+    default_batch_size,
+    extract,
+    feature_key,
+)
 from evaluators.imagenet.inception import (
     EXTRACTOR_NAME,
     NETWORK_RESIZE,
@@ -52,7 +70,7 @@ from evaluators.imagenet.metrics import (
     KID_SUBSETS,
     PR_BLOCK,
     PR_K,
-    fid_statistics,
+    frechet_distance,
     frechet_distance_of_features,
     inception_score,
     is_splits,
@@ -78,7 +96,11 @@ from pixeldit.infra.results import make_result
 VERSION = load_task("imagenet")["version"]
 METRICS = ("fid", "sfid", "is", "precision", "recall", "kid")
 BACKENDS = ("adm", "torch-fidelity", "clean-fid")
-_NUMERIC_SOURCES = ("evaluate.py", "metrics.py", "features.py", "inception.py", "backends.py", "uncertainty.py")
+_NUMERIC_SOURCES = ("evaluate.py", "metrics.py", "features.py", "inception.py", "backends.py", "uncertainty.py",
+                    "statistics.py")
+PRDC_METRICS = ("precision", "recall", "density", "coverage")
+# metrics of an extra extractor that need the reference's own images (not only its statistics)
+RAW_FEATURE_METRICS = ("kid", *PRDC_METRICS, "cmmd")
 
 
 @dataclass
@@ -104,8 +126,10 @@ class Plan:
 
     @property
     def extra_metrics(self) -> tuple[str, ...]:
-        """fd_<name>, density_<name>, coverage_<name> of every extra extractor, in --features order."""
-        return tuple(metric for name in self.extractors for metric in metric_names(name))
+        """The value names of every extra extractor's metrics (kid_<name> followed by kid_<name>_std), in
+        --features order."""
+        return tuple(value for name in self.extractors for metric, value in metric_names(name).items()
+                     for value in ((value, f"{value}_std") if metric == "kid" else (value,)))
 
     @property
     def computed(self) -> tuple[str, ...]:
@@ -196,19 +220,39 @@ def plan_imagenet(samples, reference, *, backend: str = "adm", metrics=None, bat
         resamples, note = 0, f"not run: the FID bootstrap is computed by the adm backend only (backend {backend})"
     extractors = {name: resolve_extractor(name, cache.memo) for name in features[1:]}
     for name, extractor in extractors.items():
-        fd, density, coverage = metric_names(name)
-        if isinstance(extractor, str):
-            unavailable.update(dict.fromkeys((fd, density, coverage), extractor))
-        elif ref.images is None:
-            unavailable.update(dict.fromkeys((fd, density, coverage), (
-                f"unavailable: reference {ref.description} holds statistics only (no arr_0 images to extract "
-                f"{name} features from)")))
-        elif len(ref.images) < DC_K + 1:
-            unavailable.update(dict.fromkeys((density, coverage), (
-                f"unavailable: density/coverage need at least {DC_K + 1} reference images (k={DC_K}), "
-                f"{ref.description} has {len(ref.images)}")))
+        unavailable.update(_extractor_unavailable(name, extractor, ref, len(sample_set)))
     return Plan(sample_set, ref, chosen, backend, metrics, device, batch_size or default_batch_size(device), cache,
                 unavailable, frechet, is_split_rule, resamples, bootstrap_seed, note, features, extractors)
+
+
+def _extractor_unavailable(name: str, extractor: ResolvedExtractor | str, ref: Reference, count: int) -> dict:
+    """{value name: reason} of an extra extractor's metrics that cannot be computed (kid's std follows kid)."""
+    reasons = {}
+    has_images = ref.images is not None
+    for metric, value in metric_names(name).items():
+        if isinstance(extractor, str):
+            reason = extractor
+        elif metric in RAW_FEATURE_METRICS and not has_images:
+            reason = (f"unavailable: reference {ref.description} holds statistics only (no arr_0 images to extract "
+                      f"{name} features from)")
+        elif not has_images and not ref.has_stats(f"fd_{name}"):
+            reason = (f"unavailable: reference {ref.description} holds neither {name} statistics (mu_{name}/"
+                      f"sigma_{name}) nor images; build one with `pixeldit-bench ref build DATASET --features "
+                      f"inception,{name} ...`")
+        elif metric == "fd_infinity" and count <= FD_INFINITY_MIN_COUNT:
+            reason = (f"unavailable: FD∞ extrapolates from FD at {FD_INFINITY_MIN_COUNT} images upwards, so it needs "
+                      f"more than {FD_INFINITY_MIN_COUNT} samples; got {count}")
+        elif metric in PRDC_METRICS and min(count, len(ref.images)) < DC_K + 1:
+            reason = (f"unavailable: {metric} (k={DC_K}) needs at least {DC_K + 1} sample and reference images, "
+                      f"got {count} and {len(ref.images)}")
+        elif metric == "kid" and min(count, len(ref.images)) < 2:
+            reason = f"unavailable: KID needs at least 2 images per set, got {count} and {len(ref.images)}"
+        else:
+            continue
+        reasons[value] = reason
+        if metric == "kid":
+            reasons[f"{value}_std"] = reason
+    return reasons
 
 
 def _code_digest() -> str:
@@ -234,7 +278,8 @@ def _protocol(plan: Plan) -> dict:
         "fid": {"route": plan.frechet, "trace_sqrt": FRECHET_ROUTES[plan.frechet],
                 **({"sqrtm": "scipy.linalg.sqrtm", "eps": 1e-6, "imaginary_atol": 1e-3} if plan.frechet == "sqrtm"
                    else {}),
-                "reference_statistics": "file" if "mu" in plan.reference.stat_keys else "reference images"},
+                "reference_statistics": "file" if "mu" in plan.reference.stat_keys else "reference images",
+                "statistics": _STATISTICS_RULE},
         "is": {**(is_splits(count, plan.is_split_rule) if count >= 10 else {}), "order": "file order, no shuffling",
                "softmax": "float32", "reported": "mean of the split scores"},
         "precision_recall": {"k": PR_K, "distance": "squared euclidean", "fp16_distances": True,
@@ -270,51 +315,106 @@ def _uncertainty_card(plan: Plan) -> dict:
 def _extractor_protocol(plan: Plan, name: str) -> dict:
     """The protocol block of one extra extractor: its card (weights sha256, resize), counts, metric rules."""
     extractor = plan.extractors[name]
-    ref_count = len(plan.reference.images) if plan.reference.images is not None else None
+    ref = plan.reference
+    ref_count = len(ref.images) if ref.images is not None else None
+    metrics = metric_names(name)
     block = {"card": extractor.card() if isinstance(extractor, ResolvedExtractor)
              else {**get_extractor(name).card(), "weights_file": None},
              "counts": {"samples": len(plan.samples), "reference": ref_count},
-             "fd": {"route": plan.frechet, "trace_sqrt": FRECHET_ROUTES[plan.frechet],
-                    "statistics": "mean (float32 features) and np.cov(rowvar=False), as ADM's FID",
-                    "reference_statistics": "from the reference's arr_0 images"},
-             "density_coverage": {"k": DC_K, "implementation": "prdc compute_prdc semantics, float64",
-                                  "reference_set": "reference images (arr_0)"}}
+             "reference_statistics": _extractor_reference_statistics(ref, name),
+             "statistics": _STATISTICS_RULE}
+    rules = {"fd": {"route": plan.frechet, "trace_sqrt": FRECHET_ROUTES[plan.frechet]},
+             "fd_infinity": {"min_count": FD_INFINITY_MIN_COUNT, "points": FD_INFINITY_POINTS, "seed": 0,
+                             "reproduces": "mchong6/FID_IS_infinity calculate_FID_infinity (seeded shuffles)"},
+             "kid": {"implementation": "torch_fidelity.metric_kid.kid_features_to_metric", "subsets": KID_SUBSETS,
+                     "subset_size": kid_subset_size(len(plan.samples), ref_count) if ref_count else None,
+                     "kernel": "poly", "degree": 3, "gamma": "1/dim", "coef0": 1, "rng_seed": KID_SEED},
+             "prdc": {"k": DC_K, "implementation": "prdc compute_prdc semantics (strict <), float64",
+                      "reference_set": "reference images (arr_0)"},
+             "cmmd": {"sigma": CMMD_SIGMA, "scale": CMMD_SCALE, "embeddings": "L2-normalised",
+                      "estimator": "biased MMD² (google-research cmmd distance.mmd), float64"}}
+    for metric, rule in rules.items():
+        if metric in metrics or (metric == "prdc" and set(PRDC_METRICS) & set(metrics)):
+            block[metric] = rule
     if isinstance(extractor, str):
         block["status"] = extractor
     return block
 
 
+def _extractor_reference_statistics(ref: Reference, name: str) -> str:
+    if not ref.has_stats(f"fd_{name}"):
+        return "from the reference's images"
+    stored = f"EDM2 fd_{name}" if ref.kind == "edm2-statistics" else f"mu_{name}/sigma_{name}"
+    return f"from the file ({stored})"
+
+
+# How a Fréchet distance's statistics of a set are made (features.FeatureSet.moments).
+_STATISTICS_RULE = ("more images than feature dimensions: streamed float64 sums n, Σx, Σxxᵀ (compensated, EDM2's "
+                    "scheme); otherwise ADM's np.mean (float32) and np.cov of the features")
+
+
+def _frechet(features: FeatureSet, layer: str, mu_ref, sigma_ref, route: str) -> float:
+    """FD of one layer of a feature set to reference statistics: from the statistics streamed during extraction
+    when the set has more images than dimensions (the features are never loaded), else from its rows (ADM's
+    statistics, or the "gram" route, which needs them)."""
+    if layer in features.statistics:
+        return frechet_distance(*features.moments(layer), mu_ref, sigma_ref, route=route)
+    return frechet_distance_of_features(features.arrays[layer], mu_ref, sigma_ref, route=route)
+
+
+class _Timings(dict):
+    """Seconds per step: `with timings("fd"): ...`."""
+
+    @contextlib.contextmanager
+    def __call__(self, step: str):
+        clock = time.perf_counter()
+        yield
+        self[step] = round(time.perf_counter() - clock, 3)
+
+
 def _run_extractors(plan: Plan, progress: bool) -> tuple[dict, dict]:
-    """(values, extra) of the extra extractors: FD (ADM's Fréchet rules) and density/coverage on their features."""
+    """(values, extra) of the extra extractors: each one's metrics (EXTRA_METRICS) on its features."""
     values, extra = {}, {}
     for name, extractor in plan.extractors.items():
-        wanted = [metric for metric in metric_names(name) if metric not in plan.unavailable]
+        wanted = {metric: value for metric, value in metric_names(name).items() if value not in plan.unavailable}
         if not wanted:
             continue
-        fd_name, density_name, coverage_name = metric_names(name)
         layout, lazy = extractor.layout(), extractor.lazy(plan.device)
-        timings = {}
-        clock = time.perf_counter()
-        smp = extract(plan.samples, layout, lazy, cache=plan.cache, batch_size=plan.batch_size, progress=progress,
-                      label="samples")
-        timings["features_samples"] = time.perf_counter() - clock
-        clock = time.perf_counter()
-        ref = extract(plan.reference.images, layout, lazy, cache=plan.cache, batch_size=plan.batch_size,
-                      progress=progress, label="reference")
-        timings["features_reference"] = time.perf_counter() - clock
-        smp_features, ref_features = smp.arrays[LAYER], ref.arrays[LAYER]
-        clock = time.perf_counter()
-        values[fd_name] = frechet_distance_of_features(smp_features, *fid_statistics(ref_features), route=plan.frechet)
-        timings["fd"] = time.perf_counter() - clock
-        if density_name in wanted:
-            clock = time.perf_counter()
-            dc = density_coverage(ref_features, smp_features, device=plan.device)
-            values[density_name], values[coverage_name] = dc["density"], dc["coverage"]
-            timings["density_coverage"] = time.perf_counter() - clock
-        extra[name] = {"cache": {"samples_features": "hit" if smp.cache_hit else "miss",
-                                 "reference_features": "hit" if ref.cache_hit else "miss"},
-                       "feature_extraction": {"samples": smp.meta, "reference": ref.meta},
-                       "timings_s": {key: round(seconds, 3) for key, seconds in timings.items()}}
+        timings = _Timings()
+        with timings("features_samples"):
+            smp = extract(plan.samples, layout, lazy, cache=plan.cache, batch_size=plan.batch_size,
+                          progress=progress, label="samples")
+        stored = plan.reference.load_stats(f"fd_{name}")
+        ref = None
+        if stored is None or set(wanted) & set(RAW_FEATURE_METRICS):
+            with timings("features_reference"):
+                ref = extract(plan.reference.images, layout, lazy, cache=plan.cache, batch_size=plan.batch_size,
+                              progress=progress, label="reference")
+        mu_ref, sigma_ref = stored or ref.moments(LAYER)
+        out = {}
+        if "fd" in wanted:
+            with timings("fd"):
+                values[wanted["fd"]] = _frechet(smp, LAYER, mu_ref, sigma_ref, plan.frechet)
+        if "fd_infinity" in wanted:
+            with timings("fd_infinity"):
+                out["fd_infinity"] = fd_infinity(smp.arrays[LAYER], mu_ref, sigma_ref, route=plan.frechet)
+            values[wanted["fd_infinity"]] = out["fd_infinity"]["fd_infinity"]
+        if "kid" in wanted:
+            with timings("kid"):
+                kid = kernel_inception_distance(smp.arrays[LAYER], ref.arrays[LAYER])
+            values[wanted["kid"]], values[f"{wanted['kid']}_std"] = kid["kid"], kid["kid_std"]
+        if set(wanted) & set(PRDC_METRICS):
+            with timings("prdc"):
+                found = prdc(ref.arrays[LAYER], smp.arrays[LAYER], device=plan.device)
+            values.update({wanted[metric]: found[metric] for metric in PRDC_METRICS if metric in wanted})
+        if "cmmd" in wanted:
+            with timings("cmmd"):
+                values[wanted["cmmd"]] = cmmd(ref.arrays[LAYER], smp.arrays[LAYER], device=plan.device)
+        extra[name] = {**out, "cache": {"samples_features": "hit" if smp.cache_hit else "miss",
+                                        "reference_features": None if ref is None else
+                                        "hit" if ref.cache_hit else "miss"},
+                       "feature_extraction": {"samples": smp.meta, "reference": ref.meta if ref else None},
+                       "timings_s": dict(timings)}
     return values, extra
 
 
@@ -353,11 +453,11 @@ def _run_adm(plan: Plan, progress: bool) -> tuple[dict, dict]:
     for metric, layer, stat in (("fid", "pool3", "fid"), ("sfid", "spatial", "sfid")):
         if metric in want:
             clock = time.perf_counter()
-            mu2, sigma2 = ref.load_stats(stat) or fid_statistics(getattr(ref_feats, layer))
-            values[metric] = frechet_distance_of_features(getattr(smp, layer), mu2, sigma2, route=plan.frechet)
+            mu2, sigma2 = ref.load_stats(stat) or ref_feats.moments(layer)
+            values[metric] = _frechet(smp, layer, mu2, sigma2, plan.frechet)
             timings[metric] = time.perf_counter() - clock
             if metric == "fid":
-                extra.update(_fid_uncertainty(plan, smp.pool3, mu2, sigma2, values["fid"], timings),
+                extra.update(_fid_uncertainty(plan, smp, mu2, sigma2, values["fid"], timings),
                              fid_uncertainty=_uncertainty_card(plan))
     if "is" in want:
         clock = time.perf_counter()
@@ -388,16 +488,16 @@ def _run_adm(plan: Plan, progress: bool) -> tuple[dict, dict]:
     return values, extra
 
 
-def _fid_uncertainty(plan: Plan, features, mu_ref, sigma_ref, fid: float, timings: dict) -> dict:
-    """extra.fid_bootstrap (when the plan runs one) and extra.fid_vs_n, timed."""
+def _fid_uncertainty(plan: Plan, features: FeatureSet, mu_ref, sigma_ref, fid: float, timings: dict) -> dict:
+    """extra.fid_bootstrap (when the plan runs one) and extra.fid_vs_n of the samples' pool3, timed."""
     out = {}
     if plan.bootstrap:
         clock = time.perf_counter()
-        out["fid_bootstrap"] = bootstrap_fid(features, mu_ref, sigma_ref, resamples=plan.bootstrap,
+        out["fid_bootstrap"] = bootstrap_fid(features.pool3, mu_ref, sigma_ref, resamples=plan.bootstrap,
                                              seed=plan.bootstrap_seed)
         timings["fid_bootstrap"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    out["fid_vs_n"] = fid_vs_n(features, mu_ref, sigma_ref, seed=plan.bootstrap_seed, full_fid=fid)
+    out["fid_vs_n"] = fid_vs_n(features.pool3, mu_ref, sigma_ref, seed=plan.bootstrap_seed, full_fid=fid)
     timings["fid_vs_n"] = time.perf_counter() - clock
     return out
 

@@ -1,12 +1,15 @@
-"""Metrics over any extractor's features, beyond ADM's suite: density and coverage, CMMD and FD∞.
+"""Metrics over any extractor's features, beyond ADM's suite: precision/recall/density/coverage, CMMD and FD∞.
 
 Written from the behaviour of the reference code, each on (n, d) numpy or torch features:
 
-* density / coverage (Naeem et al. 2020): the `prdc` package's `compute_prdc` with k = 5. Euclidean
-  k-NN radii of the reference ("real") points, self included as the 0th neighbour; density = mean over
-  samples of the number of reference balls holding the sample, / k; coverage = fraction of reference
-  points whose ball holds some sample; both with strict `<`. Computed here in float64 on squared
-  distances (prdc compares Euclidean ones; with float32 input it also rounds them to float32);
+* precision, recall, density, coverage (Naeem et al. 2020): the `prdc` package's `compute_prdc` with k = 5,
+  as dgm-eval reports them for any encoder. Euclidean k-NN radii of the reference ("real") points and of the
+  samples, self included as the 0th neighbour; precision = fraction of samples inside some reference ball;
+  recall = fraction of reference points inside some sample ball; density = mean over samples of the number
+  of reference balls holding the sample, / k; coverage = fraction of reference points whose ball holds some
+  sample; all with strict `<`. Computed here in float64 on squared distances (prdc compares Euclidean ones;
+  with float32 input it also rounds them to float32). ADM's precision/recall of the Inception suite differ
+  (k = 3, `<=`, float16 distances): metrics.precision_recall;
 * CMMD (Jayasumana et al. 2024, google-research `cmmd/distance.py`): the biased (minimum-variance)
   MMD² with a Gaussian RBF kernel exp(-|x - y|² / (2 σ²)), σ = 10, × 1000, on L2-normalised embeddings
   (normalised here, as cmmd's CLIP embedding model returns them); float64 where cmmd runs JAX float32;
@@ -46,27 +49,30 @@ def _sq_distances(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return pairwise_sq_distances(u, v, fp16=False)
 
 
-# --------------------------------------------------------------------------------------------- density / coverage
+# --------------------------------------------------------------------------------------------- precision / recall / density / coverage
 
-def density_coverage(reference, samples, *, k: int = DC_K, block: int = PR_BLOCK,
-                     device: str | torch.device = "cpu") -> dict:
-    """Density and coverage of `samples` against `reference` as prdc's `compute_prdc(reference, samples, k)`."""
-    if len(reference) < k + 1:
-        raise ImageNetEvalError(f"density/coverage need at least {k + 1} reference images (k={k}), "
-                                f"got {len(reference)}")
-    if len(samples) < 1:
-        raise ImageNetEvalError("density/coverage need at least 1 sample")
+def prdc(reference, samples, *, k: int = DC_K, block: int = PR_BLOCK, device: str | torch.device = "cpu") -> dict:
+    """Precision, recall, density and coverage of `samples` against `reference` as prdc's
+    `compute_prdc(reference, samples, nearest_k=k)`."""
+    for name, features in (("reference", reference), ("sample", samples)):
+        if len(features) < k + 1:
+            raise ImageNetEvalError(f"precision/recall/density/coverage need at least {k + 1} {name} images "
+                                    f"(k={k}), got {len(features)}")
     ref, smp = _float64(reference, device), _float64(samples, device)              # (R, d), (S, d)
-    radii = manifold_radii(ref, _sq_distances, k, block, block)                     # (R,) squared k-NN radii
+    radii_ref = manifold_radii(ref, _sq_distances, k, block, block)                 # (R,) squared k-NN radii
+    radii_smp = manifold_radii(smp, _sq_distances, k, block, block)                 # (S,)
     balls_holding = torch.zeros(len(smp), dtype=torch.float64, device=device)       # (S,)
     covered = torch.zeros(len(ref), dtype=torch.bool, device=device)                # (R,)
+    recalled = torch.zeros(len(ref), dtype=torch.bool, device=device)               # (R,)
     for begin1 in range(0, len(ref), block):
         for begin2 in range(0, len(smp), block):
-            inside = (_sq_distances(ref[begin1:begin1 + block], smp[begin2:begin2 + block])
-                      < radii[begin1:begin1 + block, None])                         # (r, s)
-            balls_holding[begin2:begin2 + block] += inside.sum(0)
-            covered[begin1:begin1 + block] |= inside.any(1)
-    return {"density": float(balls_holding.mean()) / k, "coverage": float(covered.double().mean()), "k": k}
+            distances = _sq_distances(ref[begin1:begin1 + block], smp[begin2:begin2 + block])   # (r, s)
+            inside_ref = distances < radii_ref[begin1:begin1 + block, None]                      # (r, s)
+            balls_holding[begin2:begin2 + block] += inside_ref.sum(0)
+            covered[begin1:begin1 + block] |= inside_ref.any(1)
+            recalled[begin1:begin1 + block] |= (distances < radii_smp[None, begin2:begin2 + block]).any(1)
+    return {"precision": float((balls_holding > 0).double().mean()), "recall": float(recalled.double().mean()),
+            "density": float(balls_holding.mean()) / k, "coverage": float(covered.double().mean()), "k": k}
 
 
 # --------------------------------------------------------------------------------------------- CMMD

@@ -7,11 +7,12 @@ normalisation, the output layer and its dimension:
 * `inception`: TF-Inception-v3 pool3 (and mixed_6/conv for sFID, logits for IS), ADM's suite; its weights
   are resolved by `inception.resolve_weights` and its metrics computed by `evaluate._run_adm`, as before;
 * `dinov2`: DINOv2 ViT-L/14 CLS token after the final LayerNorm, exactly as EDM2's `calculate_metrics.py`
-  (`DINOv2Detector`, resize mode "torch") feeds it; FD_DINOv2 plus density / coverage.
+  (`DINOv2Detector`, resize mode "torch") feeds it; FD_DINOv2 and the other metrics over its features.
 
-Extra extractors (every one but `inception`) give `fd_<name>`, `density_<name>` and `coverage_<name>`. Their
-weights are never downloaded here and never replaced by random ones: a missing file makes the extractor's
-metrics unavailable with the command that fetches it (as IS without the logits weights).
+Extra extractors (every one but `inception`) give the metrics their entry lists, each named `<metric>_<name>`
+(`fd_dinov2`, `density_dinov2`, ...; `EXTRA_METRICS` says what each is). Their weights are never downloaded
+here and never replaced by random ones: a missing file makes the extractor's metrics unavailable with the
+command that fetches it (as IS without the logits weights).
 """
 from __future__ import annotations
 
@@ -27,8 +28,20 @@ from evaluators.imagenet.sources import HashMemo, file_sha256
 from pixeldit.infra import weights as registry
 
 DEFAULT_FEATURES = ("inception",)
-EXTRA_METRICS = ("fd", "density", "coverage")        # value names fd_<name>, density_<name>, coverage_<name>
 LAYER = "features"                                   # the one array an extra extractor's cache entry holds
+# What an extra extractor can give, in result order (value name <metric>_<name>; KID adds kid_<name>_std).
+EXTRA_METRICS = {
+    "fd": "Fréchet distance, ADM's rules (FD_DINOv2 for dinov2, as EDM2)",
+    "fd_infinity": "FD∞ (Chong & Forsyth 2020): FD at 15 counts from 5,000 up, extrapolated linearly in 1/N",
+    "kid": "kernel distance, torch-fidelity's KID (cubic polynomial kernel, 100 subsets)",
+    "precision": "precision as the prdc package (Naeem et al. 2020), k = 5",
+    "recall": "recall as the prdc package, k = 5",
+    "density": "density (Naeem et al. 2020), k = 5, as prdc",
+    "coverage": "coverage (Naeem et al. 2020), k = 5, as prdc",
+    "cmmd": "CMMD (Jayasumana et al. 2024): MMD² with a Gaussian RBF kernel, sigma 10, x 1000, unit-norm embeddings",
+}
+# dgm-eval's set over any encoder; CMMD is defined on CLIP embeddings and is listed by the CLIP entry
+DEFAULT_EXTRA_METRICS = ("fd", "fd_infinity", "kid", "precision", "recall", "density", "coverage")
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,7 @@ class Extractor:
     dim: int
     reproduces: str = ""            # the upstream code path the features match
     config: dict = field(default_factory=dict)      # architecture arguments for `build`
+    metrics: tuple[str, ...] = DEFAULT_EXTRA_METRICS  # keys of EXTRA_METRICS this extractor gives
     # (weights path, entry, device) -> callable: uint8 (B, H, W, 3) -> {LAYER: (B, dim) float32}, with `.device`
     build: Callable | None = field(default=None, compare=False)
 
@@ -54,6 +68,8 @@ class Extractor:
             card["reproduces"] = self.reproduces
         if self.config:
             card["config"] = dict(self.config)
+        if self.name != "inception":
+            card["metrics"] = list(self.metrics)
         return card
 
 
@@ -62,6 +78,9 @@ EXTRACTORS: dict[str, Extractor] = {}
 
 def register_extractor(entry: Extractor) -> Extractor:
     """Add an entry; the same name with different content is an error."""
+    unknown = sorted(set(entry.metrics) - set(EXTRA_METRICS))
+    if unknown:
+        raise ValueError(f"extractor {entry.name!r} lists unknown metrics {unknown}; known: {', '.join(EXTRA_METRICS)}")
     existing = EXTRACTORS.get(entry.name)
     if existing is not None and existing != entry:
         raise ValueError(f"extractor {entry.name!r} is already registered with different content")
@@ -88,8 +107,13 @@ def normalise_features(features) -> tuple[str, ...]:
     return tuple(names)
 
 
-def metric_names(name: str) -> tuple[str, ...]:
-    return tuple(f"{metric}_{name}" for metric in EXTRA_METRICS)
+def metric_name(metric: str, name: str) -> str:
+    return f"{metric}_{name}"
+
+
+def metric_names(name: str) -> dict[str, str]:
+    """{metric: value name} of an extractor's metrics, in result order."""
+    return {metric: metric_name(metric, name) for metric in get_extractor(name).metrics}
 
 
 def unavailable_reason(entry: Extractor) -> str:
@@ -116,7 +140,7 @@ class ResolvedExtractor:
         identity = {"extractor": entry.name, "weights_sha256": self.sha256, "input_resolution": entry.input_resolution,
                     "resize": entry.resize, "normalisation": entry.normalisation, "output_layer": entry.output_layer,
                     "config": entry.config}
-        return Layout({LAYER: entry.dim}, identity, self.card(), f"{entry.name} features")
+        return Layout({LAYER: entry.dim}, identity, self.card(), f"{entry.name} features", statistics=(LAYER,))
 
     def lazy(self, device) -> Callable:
         """get_extractor for `features.extract`: builds the network on first use only (a cache hit never does)."""

@@ -5,8 +5,10 @@ Cache layout under the cache root (default `$PIXELDIT_CACHE/imagenet`, else `~/.
     features/<key>/pool3.npy     N×2048 float32
     features/<key>/spatial.npy   N×2023 float32 (mixed_6/conv, NHWC, 7 channels)
     features/<key>/logits.npy    N×1008 float32 (only with the full weights)
-    features/<key>/meta.json     count, resolution, weights card, device, timing, sha256 of each .npy (written last)
     features/<key>/features.npy  N×dim float32 of another extractor (extractors.py, e.g. DINOv2), instead of the above
+    features/<key>/<layer>.stats.npy  (1 + dim + dim²) float64 streamed sums n, Σx, Σxxᵀ (statistics.py) of each
+                                 statistics layer (pool3, spatial, features) that has more images than dimensions
+    features/<key>/meta.json     count, resolution, weights card, device, timing, sha256 of each .npy (written last)
     hashes/<stamp>.json          memoised sha256 of files by (path, size, mtime, inode)
     metrics/<key>.json           memoised metric values of one (samples, reference, settings, code) tuple + sha256
 
@@ -20,9 +22,16 @@ entry is written into a hidden `.partial` directory and renamed into place when 
 run never leaves a half entry. Images are read in batches on a background thread while the network
 runs; features go straight into memory-mapped `.npy` files, never a list of arrays.
 
+The Fréchet distance of a set with more images than feature dimensions uses statistics summed batch by batch
+during the pass (`FeatureSet.moments`), so it never loads the features: with n > d (ImageNet's 50,000 samples)
+the pass keeps compensated float64 sums per statistics layer, which the cache stores beside the features.
+With n <= d (the embedded default's 200) the features themselves are at most d rows and ADM's np.mean/np.cov
+of them is used (and the "gram" route needs the rows anyway).
+
 Under torchrun each rank extracts a contiguous run of whole batches (the batches one process would run,
 so the features are the same bits), the shares are gathered to every rank, and rank 0 alone writes the
-cache entry and the metric memo.
+cache entry and the metric memo. The ranks' statistics are gathered and added in rank order, which gives
+one process's float64 values (statistics.py).
 """
 from __future__ import annotations
 
@@ -41,14 +50,17 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from evaluators.imagenet.errors import InputError
+from evaluators.imagenet.errors import ImageNetEvalError, InputError
 from evaluators.imagenet.inception import InceptionFeatures, InceptionWeights
+from evaluators.imagenet.metrics import fid_statistics
 from evaluators.imagenet.sources import HashMemo, ImageSource
+from evaluators.imagenet.statistics import FeatureStatistics
 from pixeldit.infra.devices import all_ranks_agree, batch_aligned_share, current_world, gather_rows
 from pixeldit.infra.files import sha256_file, temp_beside, write_json_atomic
 from pixeldit.infra.progress import Progress
 
-FORMAT = "pixeldit-bench/imagenet-features/v3"   # v2: channels-last extraction on CPU; v3: sha256 per array
+# v2: channels-last extraction on CPU; v3: sha256 per array; v4: streamed statistics of sets with n > d
+FORMAT = "pixeldit-bench/imagenet-features/v4"
 DIMS = {"pool3": 2048, "spatial": 2023, "logits": 1008}
 
 
@@ -122,6 +134,14 @@ class FeatureSet:
     cache_hit: bool
     seconds: float                       # extraction time of this call (0 on a hit)
     meta: dict = field(default_factory=dict)
+    statistics: dict[str, FeatureStatistics] = field(default_factory=dict)   # layers with more images than dims
+
+    def moments(self, layer: str) -> tuple[np.ndarray, np.ndarray]:
+        """(mu, sigma) of a layer: from the sums streamed during extraction when the set has more images than
+        dimensions (float64 mean), else ADM's `compute_statistics` of the rows (float32 mean, np.cov)."""
+        if layer in self.statistics:
+            return self.statistics[layer].mu(), self.statistics[layer].sigma()
+        return fid_statistics(self.arrays[layer])
 
     @property
     def pool3(self) -> np.ndarray:       # N×2048
@@ -141,12 +161,18 @@ class Layout:
     """What one feature network writes into a cache entry and what identifies it.
 
     layers: name -> feature dimension, in file order; identity: what enters the cache key besides the images
-    (network and weight digests, preprocessing); card: recorded in the entry's meta.json; title: progress label.
+    (network and weight digests, preprocessing); card: recorded in the entry's meta.json; title: progress label;
+    statistics: the layers whose mean and covariance are streamed (those a Fréchet distance reads).
     """
     layers: dict
     identity: dict
     card: dict
     title: str
+    statistics: tuple = ()
+
+    def streamed(self, count: int) -> tuple[str, ...]:
+        """The statistics layers whose moments come from the streamed sums for a set of `count` images."""
+        return tuple(name for name in self.statistics if count > self.layers[name])
 
 
 def inception_layout(weights: InceptionWeights) -> Layout:
@@ -155,7 +181,7 @@ def inception_layout(weights: InceptionWeights) -> Layout:
     return Layout({name: DIMS[name] for name in names},
                   {"features_sha256": weights.features_sha256,
                    "classifier": weights.tensor_sha256 if weights.has_logits else None},
-                  weights.card(), "Inception features")
+                  weights.card(), "Inception features", statistics=("pool3", "spatial"))
 
 
 def _layout(weights: InceptionWeights | Layout) -> Layout:
@@ -172,18 +198,28 @@ def load_cached(directory: Path | None, key: str, weights: InceptionWeights | La
     None when absent or damaged (a damaged one is removed, with a warning)."""
     if directory is None or not (directory / "meta.json").is_file():
         return None
-    layers = _layout(weights).layers
+    layout = _layout(weights)
+    layers = layout.layers
     try:
         meta = json.loads((directory / "meta.json").read_text())
-        if any(sha256_file(directory / f"{name}.npy") != meta["sha256"][name] for name in layers):
+        files = [*layers, *(_stats_name(name) for name in layout.streamed(meta["count"]))]
+        if any(sha256_file(directory / f"{name}.npy") != meta["sha256"][name] for name in files):
             raise ValueError("checksum mismatch")
         arrays = {name: np.load(directory / f"{name}.npy", mmap_mode="r") for name in layers}
         if any(arrays[name].shape != (meta["count"], dim) for name, dim in layers.items()):
             raise ValueError("shape mismatch")
-    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
+        statistics = {name: FeatureStatistics.load(directory / f"{_stats_name(name)}.npy", layers[name])
+                      for name in layout.streamed(meta["count"])}
+        if any(stats.count != meta["count"] for stats in statistics.values()):
+            raise ValueError("statistics of another count")
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError, ImageNetEvalError):
         _discard(directory, "cached features", "they are extracted again")
         return None
-    return FeatureSet(key, meta["count"], arrays, True, 0.0, meta)
+    return FeatureSet(key, meta["count"], arrays, True, 0.0, meta, statistics)
+
+
+def _stats_name(layer: str) -> str:
+    return f"{layer}.stats"
 
 
 def _prefetch(iterator: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.ndarray]:
@@ -250,6 +286,7 @@ def extract(source: ImageSource, weights: InceptionWeights | Layout, get_extract
         arrays = {name: np.empty((count, dims[name]), dtype=np.float32) for name in names}
     try:
         extractor = get_extractor()
+        statistics = {name: FeatureStatistics(dims[name], extractor.device) for name in layout.streamed(count)}
         start_time = time.perf_counter()
         filled = start
         bar = Progress(stop - start, f"{layout.title} ({label})", enabled=progress and rank == 0)
@@ -260,6 +297,8 @@ def extract(source: ImageSource, weights: InceptionWeights | Layout, get_extract
             out = extractor(batch)
             for name in names:
                 arrays[name][filled:filled + len(batch)] = out[name]
+            for name, stats in statistics.items():
+                stats.update(out[name])
             filled += len(batch)
             bar.update(len(batch))
         bar.close()
@@ -269,17 +308,23 @@ def extract(source: ImageSource, weights: InceptionWeights | Layout, get_extract
         if world > 1:
             for name in names:
                 arrays[name][:] = gather_rows(arrays[name][start:stop], shares)   # N×D, rank order
+            for stats in statistics.values():
+                stats.gather_merge()
         seconds = time.perf_counter() - start_time
         meta = {"format": FORMAT, "key": key, "count": count, "resolution": list(source.resolution),
                 "source": source.describe(), "weights": layout.card, "device": str(extractor.device),
                 "batch_size": batch_size, "processes": world, "seconds": round(seconds, 3),
-                "images_per_second": round(count / seconds, 3) if seconds else None}
+                "images_per_second": round(count / seconds, 3) if seconds else None,
+                "statistics": {name: "streamed float64 sums (n > d)" for name in statistics}}
         if work is None:
-            return FeatureSet(key, count, arrays, False, seconds, meta)
+            return FeatureSet(key, count, arrays, False, seconds, meta, statistics)
         for array in arrays.values():
             array.flush()
         del arrays
-        meta["sha256"] = {name: sha256_file(work / f"{name}.npy") for name in names}
+        for name, stats in statistics.items():
+            stats.save(work / f"{_stats_name(name)}.npy")
+        files = [*names, *(_stats_name(name) for name in statistics)]
+        meta["sha256"] = {name: sha256_file(work / f"{name}.npy") for name in files}
         (work / "meta.json").write_text(json.dumps(meta, indent=1))
         try:
             os.rename(work, final)

@@ -13,6 +13,8 @@ open). ADM's own evaluator reads them unchanged.
 EDM2's reference pickles (`img512.pkl`: {"num_images", "fid": {"mu", "sigma"}, "fd_dinov2": {"mu", "sigma"}})
 are read without running code from the file (`pixeldit.infra.safe_pickle`): their FID statistics play the part
 of ADM's `mu`/`sigma` (a statistics-only reference) and `load_stats("fd_dinov2")` hands on the DINOv2 ones.
+A file built with extra extractors (`build_reference(..., features=("inception", "dinov2"))`) stores theirs as
+`mu_<name>`/`sigma_<name>`, read the same way (`load_stats("fd_<name>")`), with each extractor's card.
 
 A reference named by its registry entry (`reference_registry`), or a file named like an entry's file, is
 checked against that entry when it is opened.
@@ -105,6 +107,7 @@ class Reference:
     registry: ReferenceEntry | None = None   # the registry entry the file was checked against
     verified: str | None = None              # how it was checked against that entry
     num_images: int | None = None            # images behind an EDM2 pickle's statistics
+    extractor_stats: tuple[str, ...] = ()    # extra extractors whose statistics the file stores (fd_<name>)
 
     @property
     def resolution(self) -> tuple[int, int] | None:
@@ -123,20 +126,33 @@ class Reference:
         return None if self.stat_keys else (len(self.images) if self.images is not None else None)
 
     def load_stats(self, which: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """(mu, sigma) stored in the file for "fid", "sfid" or "fd_dinov2"; None when the file has none."""
+        """(mu, sigma) stored in the file for "fid", "sfid" or "fd_<extractor>" (e.g. "fd_dinov2"); None when the
+        file has none."""
         if self.kind == "edm2-statistics":
             stats = _edm2_statistics(self.path).get(which)
             return None if stats is None else (stats["mu"], stats["sigma"])
-        keys = ADM_STATS.get(which)
-        if keys is None or not set(keys) <= set(self.stat_keys):
-            return None
+        if which.startswith("fd_") and which[3:] in self.extractor_stats:
+            keys = (f"mu_{which[3:]}", f"sigma_{which[3:]}")
+        else:
+            keys = ADM_STATS.get(which)
+            if keys is None or not set(keys) <= set(self.stat_keys):
+                return None
         with np.load(self.path) as data:
-            stats = tuple(np.asarray(data[key]) for key in keys)
-        for key, value in zip(keys, stats):
-            if value.shape != STAT_SHAPES[key] or not np.isfinite(value).all():
+            mu, sigma = (np.asarray(data[key]) for key in keys)
+        dim = STAT_SHAPES[keys[0]][0] if keys[0] in STAT_SHAPES else len(mu)
+        for key, value, shape in zip(keys, (mu, sigma), ((dim,), (dim, dim))):
+            if value.shape != shape or not np.isfinite(value).all():
                 raise InputError(f"reference {self.path} [{key}] has shape {value.shape} (expected "
-                                 f"{STAT_SHAPES[key]}) or non-finite values; {BUILD_HINT}")
-        return stats
+                                 f"{shape}) or non-finite values; {BUILD_HINT}")
+        return mu, sigma
+
+    def has_stats(self, which: str) -> bool:
+        """Whether `load_stats(which)` finds statistics (without loading them)."""
+        if self.kind == "edm2-statistics":
+            return which in EDM2_DIMS and (which == "fid" or which in _edm2_statistics(self.path))
+        if which.startswith("fd_") and which[3:] in self.extractor_stats:
+            return True
+        return which in ADM_STATS and set(ADM_STATS[which]) <= set(self.stat_keys)
 
 
 def _edm2_statistics(path: Path) -> dict:
@@ -205,8 +221,9 @@ def _open_file(reference, memo: HashMemo | None) -> Reference:
             raise InputError(f"reference {path} does not exist; EDM2's reference pickles are in the registry "
                              f"(`pixeldit-bench ref list`, `pixeldit-bench ref fetch edm2-img512`)")
         data = _edm2_statistics(path)
+        extractor_stats = tuple(metric[3:] for metric in EDM2_DIMS if metric.startswith("fd_") and metric in data)
         return Reference(str(path), path, "edm2-statistics", None, ("mu", "sigma"), None, file_sha256(path, memo),
-                         num_images=data.get("num_images"))
+                         num_images=data.get("num_images"), extractor_stats=extractor_stats)
     if suffix != ".npz":
         images = open_images(reference, name="reference")
         return Reference(images.describe(), images.path, "images", images, (), None, images.content_hash(memo))
@@ -238,7 +255,10 @@ def _open_file(reference, memo: HashMemo | None) -> Reference:
                 f"reference {path}: its protocol card promises {card['images_count']} images at "
                 f"{card['resolution']}, its arr_0 holds {len(images)} at {list(images.resolution)}; rebuild it")
     kind = "pixeldit-reference" if card else "adm-batch" if images is not None else "statistics-only"
-    return Reference(str(path), path, kind, images, stat_keys, card, file_sha256(path, memo))
+    extractor_stats = tuple(sorted(name[3:] for name in names if name.startswith("mu_") and name not in STAT_KEYS
+                                   and f"sigma_{name[3:]}" in names))
+    return Reference(str(path), path, kind, images, stat_keys, card, file_sha256(path, memo),
+                     extractor_stats=extractor_stats)
 
 
 def check_compatible(reference: Reference, samples: ImageSource, weights: InceptionWeights,

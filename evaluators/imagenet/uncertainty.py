@@ -19,6 +19,9 @@ compute the same number:
 * "root" (n > d): R from one eigendecomposition of sigma_r, X R once; each resample costs m d^2
   (Z^T Z, d x d) or m^2 d (Z Z^T) whichever is smaller, i.e. about one FID's covariance per resample.
 
+FID(N) of a set with more images than dimensions never copies the features: the nested subsets' statistics are
+streamed (statistics.FeatureStatistics) in the permutation's order, chunk by chunk, with an FD at each N.
+
 A resample's FID is biased upward against the full-sample FID (it holds about 63% distinct samples); the
 interval reported is the plain 2.5/97.5 percentile interval of the resampled FIDs, not bias-corrected.
 """
@@ -30,7 +33,8 @@ import time
 import numpy as np
 
 from evaluators.imagenet.errors import ImageNetEvalError
-from evaluators.imagenet.metrics import trace_sqrt_psd
+from evaluators.imagenet.metrics import frechet_distance_of_features, trace_sqrt_psd
+from evaluators.imagenet.statistics import FeatureStatistics
 
 # 1000 resamples of the embedded default (200 x 2048, "gram") take ~0.7 s on 2 CPU cores, a third of that FID's own
 # ~2.5 s (fid_statistics + eigh route). With more samples than feature dimensions ("root") every resample costs
@@ -39,6 +43,7 @@ DEFAULT_BOOTSTRAP_RESAMPLES = 1000
 DEFAULT_BOOTSTRAP_SEED = 0
 FID_VS_N_START = 50          # FID(N) at N = 50, 100, 200, ... below the sample count, and at the count itself
 METHODS = ("auto", "gram", "root")
+STREAM_CHUNK = 1024         # rows per statistics update of the streamed FID(N)
 SMALL_PRODUCT = 512         # products up to this size are computed single-threaded (`_small_matrices`)
 RESAMPLED = "samples only: n indices drawn with replacement from the n samples; reference statistics fixed"
 
@@ -180,21 +185,51 @@ def fid_vs_n_sizes(count: int, start: int = FID_VS_N_START) -> list[int]:
 def fid_vs_n(features: np.ndarray, mu_ref: np.ndarray, sigma_ref: np.ndarray, *, seed: int = DEFAULT_BOOTSTRAP_SEED,
              full_fid: float | None = None, method: str = "auto") -> dict:
     """FID of the first N samples of a seeded permutation for N in `fid_vs_n_sizes`; at the full count the FID of
-    all samples (`full_fid`, the reported value, when given)."""
+    all samples (`full_fid`, the reported value, when given). method "auto" streams the statistics when there are
+    more samples than dimensions (`_streamed_fids`), else resamples with weights (`ResampledFrechet`)."""
     started = time.perf_counter()
-    frechet = ResampledFrechet(features, mu_ref, sigma_ref, method)
-    order = np.random.default_rng(seed).permutation(frechet.count)
-    sizes = fid_vs_n_sizes(frechet.count)
-    fids = []
-    for size in sizes:
-        if size == frechet.count and full_fid is not None:
-            fids.append(float(full_fid))
-            continue
-        counts = np.zeros(frechet.count, dtype=np.int64)
-        counts[order[:size]] = 1
-        with _small_matrices(min(size, frechet.dim)):
-            fids.append(frechet.distance(counts))
+    count, dim = np.shape(features)
+    order = np.random.default_rng(seed).permutation(count)
+    sizes = fid_vs_n_sizes(count)
+    wanted = sizes[:-1] if full_fid is not None else sizes
+    if method == "auto" and count > dim:
+        method, fids = "streamed", _streamed_fids(features, order, wanted, mu_ref, sigma_ref)
+    else:
+        frechet = ResampledFrechet(features, mu_ref, sigma_ref, method)
+        method, fids = frechet.method, []
+        for size in wanted:
+            counts = np.zeros(frechet.count, dtype=np.int64)
+            counts[order[:size]] = 1
+            with _small_matrices(min(size, frechet.dim)):
+                fids.append(frechet.distance(counts))
+    if full_fid is not None:
+        fids.append(float(full_fid))
     return {"n": sizes, "fid": fids, "seed": seed,
             "subsets": "first N of a seeded permutation of the samples (nested); reference statistics fixed",
             "full_count": "the reported FID" if full_fid is not None else "computed here",
-            "method": frechet.method, "seconds": round(time.perf_counter() - started, 3)}
+            "method": method, "seconds": round(time.perf_counter() - started, 3)}
+
+
+def _streamed_fids(features: np.ndarray, order: np.ndarray, sizes: list[int], mu_ref: np.ndarray,
+                   sigma_ref: np.ndarray) -> list[float]:
+    """FID of the first N rows of `order` for each N of `sizes` (ascending): up to d rows from the rows themselves
+    (the gram route), beyond that from float64 sums streamed over `order` in chunks, so at most a chunk of rows is
+    copied at a time."""
+    dim = np.shape(features)[1]
+    mu_ref, sigma_ref = np.asarray(mu_ref, dtype=np.float64), np.asarray(sigma_ref, dtype=np.float64)
+    values, vectors = np.linalg.eigh(sigma_ref)
+    root = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T               # (d, d) sigma_r^1/2, once
+    stats, done, fids = FeatureStatistics(dim), 0, []
+    for size in sizes:
+        if size <= dim:
+            fids.append(frechet_distance_of_features(features[np.sort(order[:size])], mu_ref, sigma_ref))
+            continue
+        for begin in range(done, size, STREAM_CHUNK):         # sorted rows: a memory map is read in file order
+            stats.update(features[np.sort(order[begin:min(begin + STREAM_CHUNK, size)])])
+        done = size
+        mu, sigma = stats.mu(), stats.sigma()
+        product = root @ sigma @ root                       # (d, d): shares its eigenvalues with sigma sigma_r
+        diff = mu - mu_ref
+        fids.append(float(diff @ diff + np.trace(sigma) + np.trace(sigma_ref)
+                          - 2 * trace_sqrt_psd((product + product.T) / 2)))
+    return fids
