@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 import typer
 from helpers import TINY_DINOV2, TINY_DINOV2_SIZE, tiny_dinov2_registrations, write_tiny_dinov2_weights
 from typer.testing import CliRunner
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 from evaluators.imagenet import evaluate_imagenet, plan_imagenet
 from evaluators.imagenet import extractors as registry_of_extractors
 from evaluators.imagenet.dinov2 import DINOv2Features, load_official
-from evaluators.imagenet.errors import ImageNetEvalError
+from evaluators.imagenet.errors import ImageNetEvalError, ReferenceMismatchError
 from evaluators.imagenet.extractor_metrics import prdc
 from evaluators.imagenet.extractors import get_extractor, normalise_features
 from evaluators.imagenet.metrics import (
@@ -23,11 +24,13 @@ from evaluators.imagenet.metrics import (
     frechet_distance_of_features,
     kernel_inception_distance,
 )
+from evaluators.imagenet.reference import build_reference, open_reference
 from pixeldit.cli.eval_imagenet import eval_imagenet
 from pixeldit.data.digits import digits32_images
 from pixeldit.infra import weights as registry
 from pixeldit.infra.files import sha256_file
 from pixeldit.infra.results import read_result
+from pixeldit.infra.weights import MissingWeightsError
 
 pytestmark = pytest.mark.usefixtures("imagenet_env")
 
@@ -187,6 +190,37 @@ def test_statistics_stored_in_the_reference_file(sets, tiny_dinov2, tmp_path):
     assert record["protocol"]["extractors"]["dinov2"]["reference_statistics"] == "from the file (mu_dinov2/sigma_dinov2)"
     assert "statistics only" in record["unavailable"]["kid_dinov2"]
     assert record["extra"]["extractors"]["dinov2"]["cache"]["reference_features"] is None
+
+
+def test_reference_built_with_dinov2_stores_its_statistics(sets, tiny_dinov2, tmp_path):
+    """`ref build --features inception,dinov2` writes mu_dinov2/sigma_dinov2 over every image with the extractor's
+    card; evaluations take FD_DINOv2 from them, and refuse them when this run's DINOv2 weights differ."""
+    images = np.load(sets[1])["arr_0"]
+    out = tmp_path / "ref.npz"
+    written = build_reference(images, out, 32, pr_images=8, weights="offline", features="inception,dinov2",
+                              cache_dir=tmp_path / "cache")
+    assert written["card"]["extractors"]["dinov2"]["weights_file"]["sha256"] == sha256_file(tiny_dinov2)
+    reference = open_reference(out)
+    assert reference.extractor_stats == ("dinov2",) and len(reference.images) == 8
+    expected = fid_statistics(_direct(tiny_dinov2, images))         # 12 images of 32-d: np.mean / np.cov
+    for stored, direct in zip(reference.load_stats("fd_dinov2"), expected):
+        np.testing.assert_allclose(stored, direct, rtol=1e-5, atol=1e-6)
+    record = evaluate_imagenet(sets[0], out, metrics="fid", weights="offline", features="dinov2",
+                               cache_dir=tmp_path / "cache")
+    assert record["protocol"]["extractors"]["dinov2"]["reference_statistics"] == "from the file (mu_dinov2/sigma_dinov2)"
+    smp = _direct(tiny_dinov2, np.load(sets[0])["arr_0"])
+    assert record["values"]["fd_dinov2"] == pytest.approx(
+        frechet_distance_of_features(smp, *reference.load_stats("fd_dinov2")), rel=1e-6)
+
+    torch.save({name: tensor + 0.01 for name, tensor in torch.load(tiny_dinov2).items()}, tiny_dinov2)
+    with pytest.raises(ReferenceMismatchError, match="holds dinov2 statistics from weights"):
+        plan_imagenet(sets[0], out, metrics="fid", weights="offline", features="dinov2")
+
+
+def test_reference_build_asked_for_an_absent_extractor_fails(sets, tmp_path):
+    with pytest.raises(MissingWeightsError, match="cannot build dinov2 statistics: dinov2 weights not installed"):
+        build_reference(np.load(sets[1])["arr_0"], tmp_path / "ref.npz", 32, weights="offline", features="dinov2")
+    assert not (tmp_path / "ref.npz").exists()
 
 
 def test_statistics_only_reference_and_other_backends(sets, tiny_dinov2, tmp_path):

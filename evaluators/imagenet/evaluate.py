@@ -78,7 +78,13 @@ from evaluators.imagenet.metrics import (
     kid_subset_size,
     precision_recall,
 )
-from evaluators.imagenet.reference import Reference, check_compatible, open_reference, reference_summary
+from evaluators.imagenet.reference import (
+    Reference,
+    check_compatible,
+    check_extractor_compatible,
+    open_reference,
+    reference_summary,
+)
 from evaluators.imagenet.sources import ImageSource, open_images
 from evaluators.imagenet.uncertainty import (
     DEFAULT_BOOTSTRAP_SEED,
@@ -220,6 +226,8 @@ def plan_imagenet(samples, reference, *, backend: str = "adm", metrics=None, bat
         resamples, note = 0, f"not run: the FID bootstrap is computed by the adm backend only (backend {backend})"
     extractors = {name: resolve_extractor(name, cache.memo) for name in features[1:]}
     for name, extractor in extractors.items():
+        if isinstance(extractor, ResolvedExtractor):
+            check_extractor_compatible(ref, extractor)
         unavailable.update(_extractor_unavailable(name, extractor, ref, len(sample_set)))
     return Plan(sample_set, ref, chosen, backend, metrics, device, batch_size or default_batch_size(device), cache,
                 unavailable, frechet, is_split_rule, resamples, bootstrap_seed, note, features, extractors)

@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 
 from evaluators.imagenet.errors import InputError, ReferenceMismatchError
-from evaluators.imagenet.features import Cache, LazyExtractor, default_batch_size, extract
+from evaluators.imagenet.extractors import LAYER, ResolvedExtractor, normalise_features, resolve_extractor
+from evaluators.imagenet.features import Cache, FeatureSet, LazyExtractor, default_batch_size, extract
 from evaluators.imagenet.inception import EXTRACTOR_NAME, InceptionWeights, resolve_weights
-from evaluators.imagenet.metrics import fid_statistics
 from evaluators.imagenet.reference_registry import (
     REFERENCES,
     ReferenceEntry,
@@ -282,6 +282,20 @@ def check_compatible(reference: Reference, samples: ImageSource, weights: Incept
             f"{weights.features_sha256}); rebuild the reference with these weights or install the ones it names")
 
 
+def check_extractor_compatible(reference: Reference, extractor: ResolvedExtractor) -> None:
+    """A file's mu_<name>/sigma_<name> must come from the extractor this run uses (same weights, same network)."""
+    built = ((reference.card or {}).get("extractors") or {}).get(extractor.entry.name)
+    if built is None or extractor.entry.name not in reference.extractor_stats:
+        return
+    ours = extractor.card()
+    if built["weights_file"]["sha256"] != ours["weights_file"]["sha256"] or built.get("config") != ours.get("config"):
+        raise ReferenceMismatchError(
+            f"reference {reference.description} holds {extractor.entry.name} statistics from weights "
+            f"{built['weights_file']['sha256']} (config {built.get('config')}), this run uses "
+            f"{ours['weights_file']['sha256']} (config {ours.get('config')}); rebuild the reference with `pixeldit-bench "
+            f"ref build ... --features inception,{extractor.entry.name}` or install the weights it names")
+
+
 def _npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.lib.format.write_array(buffer, np.asarray(array), allow_pickle=False)
@@ -333,9 +347,10 @@ def _arr0_chunks(header: bytes, images: ImageSource, image_count: int, batch_siz
 
 
 def build_card(images: ImageSource, weights: InceptionWeights, stats_count: int, images_count: int,
-               content_hash: str, build_command: str | None) -> dict:
+               content_hash: str, build_command: str | None, extractors: dict | None = None) -> dict:
     return {"schema": CARD_SCHEMA, "resolution": list(images.resolution), "extractor": EXTRACTOR_NAME,
-            **weights.card(), "stats_count": stats_count, "images_count": images_count,
+            **weights.card(), **({"extractors": extractors} if extractors else {}),
+            "stats_count": stats_count, "images_count": images_count,
             "images": "the first images_count images of the source, in order",
             "source": images.describe(), "source_kind": images.kind, "source_content_sha256": content_hash,
             "transform": images.transform, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -360,15 +375,28 @@ def reference_summary(reference: Reference) -> dict:
             "registry_check": reference.verified}
 
 
+def resolve_build_extractors(features) -> dict[str, ResolvedExtractor]:
+    """The extra extractors a reference is built with; their weights must be present (a reference built without
+    the statistics it was asked for would be silently incomplete)."""
+    resolved = {}
+    for name in normalise_features(features)[1:]:
+        extractor = resolve_extractor(name)
+        if isinstance(extractor, str):
+            raise MissingWeightsError(f"cannot build {name} statistics: {extractor.removeprefix('unavailable: ')}")
+        resolved[name] = extractor
+    return resolved
+
+
 def build_reference(images, out, res: int | None = None, *, split: str | None = None,
                     pr_images: int = DEFAULT_PR_IMAGES, batch_size: int | None = None, device=None,
                     cache_dir=None, weights: str = "auto", overwrite: bool = False, progress: bool = False,
-                    build_command: str | None = None) -> dict:
+                    build_command: str | None = None, features=None) -> dict:
     """Write an ADM-format reference `.npz` from a prepared dataset, a folder, an `.npz`/`.npy` or an array.
 
-    Statistics (mu, sigma, mu_s, sigma_s) cover every image; `arr_0` keeps the first `pr_images` (ADM's
-    batches keep 10,000) for precision/recall and KID. `res` centre-crops a folder of raw images the ADM
-    way; any other input must already be `res`×`res`. Returns {"path", "sha256", "checksum", "card"}.
+    Statistics (mu, sigma, mu_s, sigma_s; mu_<name>, sigma_<name> of every extra extractor in `features`) cover
+    every image; `arr_0` keeps the first `pr_images` (ADM's batches keep 10,000) for precision/recall and KID.
+    `res` centre-crops a folder of raw images the ADM way; any other input must already be `res`×`res`.
+    Returns {"path", "sha256", "checksum", "card"}.
     """
     out = Path(out)
     if out.suffix.lower() != ".npz":
@@ -383,33 +411,40 @@ def build_reference(images, out, res: int | None = None, *, split: str | None = 
             f"(`pixeldit-bench data prepare SRC --out DIR --res {res}`)")
     if pr_images < 1:
         raise InputError(f"pr_images must be positive, got {pr_images}")
+    extractors = resolve_build_extractors(features)
     cache = Cache(cache_dir)
     chosen = resolve_weights(weights, cache.memo)
     device = resolve_device(device)
-    features = extract(source, chosen, LazyExtractor(chosen, device), cache=cache,
-                       batch_size=batch_size or default_batch_size(device), progress=progress, label="reference")
+    batch_size = batch_size or default_batch_size(device)
+    passes = {"inception": (chosen, LazyExtractor(chosen, device)),
+              **{name: (extractor.layout(), extractor.lazy(device)) for name, extractor in extractors.items()}}
+    found = {name: extract(source, layout, lazy, cache=cache, batch_size=batch_size, progress=progress,
+                           label="reference") for name, (layout, lazy) in passes.items()}
     stats = {}
-    stats["mu"], stats["sigma"] = fid_statistics(features.pool3)
-    stats["mu_s"], stats["sigma_s"] = fid_statistics(features.spatial)
+    stats["mu"], stats["sigma"] = found["inception"].moments("pool3")
+    stats["mu_s"], stats["sigma_s"] = found["inception"].moments("spatial")
+    for name in extractors:
+        stats[f"mu_{name}"], stats[f"sigma_{name}"] = found[name].moments(LAYER)
     count = min(pr_images, len(source))
-    card = build_card(source, chosen, len(source), count, source.content_hash(cache.memo), build_command)
+    card = build_card(source, chosen, len(source), count, source.content_hash(cache.memo), build_command,
+                      {name: extractor.card() for name, extractor in extractors.items()})
     checksum = write_reference_npz(out, source, count, stats, card)
     if cache.root is not None:
         # arr_0 holds the first `count` images, whose features were just computed: file them under the new
-        # file's content key too, so evaluations against it skip the reference's Inception pass.
-        extract(open_images(out, name="reference"), chosen, lambda: FeatureReplay(features, count, device),
-                cache=cache, batch_size=batch_size or default_batch_size(device))
+        # file's content key too, so evaluations against it skip the reference's feature passes.
+        written = open_images(out, name="reference")
+        for name, (layout, _) in passes.items():
+            extract(written, layout, lambda features=found[name]: FeatureReplay(features, count, device),
+                    cache=cache, batch_size=batch_size)
     return {"path": str(out), "sha256": sha256_file(out), "checksum": checksum, "card": card}
 
 
 class FeatureReplay:
     """An extractor that hands back features already computed for the same images, in their order."""
 
-    def __init__(self, features, count: int, device):
+    def __init__(self, features: FeatureSet, count: int, device):
         self.device = device
-        self.arrays = {"pool3": features.pool3[:count], "spatial": features.spatial[:count]}
-        if features.logits is not None:
-            self.arrays["logits"] = features.logits[:count]
+        self.arrays = {name: array[:count] for name, array in features.arrays.items()}
         self.offset = 0
 
     def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:

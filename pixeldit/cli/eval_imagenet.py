@@ -19,7 +19,13 @@ from evaluators.imagenet.extractors import DEFAULT_FEATURES, EXTRACTORS
 from evaluators.imagenet.features import Cache
 from evaluators.imagenet.inception import resolve_weights
 from evaluators.imagenet.metrics import DEFAULT_FRECHET_ROUTE, DEFAULT_IS_SPLIT_RULE, FRECHET_ROUTES, IS_SPLIT_RULES
-from evaluators.imagenet.reference import DEFAULT_PR_IMAGES, build_reference, open_reference, reference_summary
+from evaluators.imagenet.reference import (
+    DEFAULT_PR_IMAGES,
+    build_reference,
+    open_reference,
+    reference_summary,
+    resolve_build_extractors,
+)
 from evaluators.imagenet.sources import open_images
 from evaluators.imagenet.uncertainty import DEFAULT_BOOTSTRAP_RESAMPLES, DEFAULT_BOOTSTRAP_SEED
 from evaluators.registry import evaluate
@@ -74,6 +80,12 @@ def print_result(record: dict) -> None:
     console.print(table)
 
 
+FeaturesOption = Annotated[str, typer.Option(
+    help=f"Feature extractors, comma list from {','.join(EXTRACTORS)}; inception (ADM's suite) always runs, each other "
+         "one adds its metrics as <metric>_<name>: fd, fd_infinity, kid, precision, recall, density, coverage "
+         "(cmmd for clip); adm backend.")]
+
+
 def eval_imagenet(
     samples: Annotated[Path, typer.Argument(help="ADM .npz (arr_0 uint8 NHWC), .npy, image folder or dataset.")],
     ref: Annotated[str, typer.Option("--ref", "--reference", help="Reference: a registry name (`ref list`, e.g. "
@@ -81,10 +93,7 @@ def eval_imagenet(
                                      "reference .pkl, a `ref build` file, or an image set.")],
     backend: Annotated[str, typer.Option(help=f"{' | '.join(BACKENDS)} (adm: ADM evaluator semantics).")] = "adm",
     metrics: Annotated[Optional[str], typer.Option(help=f"Comma list from {','.join(METRICS)} (default all).")] = None,
-    features: Annotated[str, typer.Option(help="Feature extractors, comma list from "
-                                          f"{','.join(EXTRACTORS)}; inception (the metrics above) always runs, each "
-                                          "other one adds fd_/density_/coverage_<name> (adm backend).")]
-    = ",".join(DEFAULT_FEATURES),
+    features: FeaturesOption = ",".join(DEFAULT_FEATURES),
     out: Annotated[Optional[Path], typer.Option(help="Result JSON (default: <SAMPLES>-imagenet.json).")] = None,
     reference_name: Annotated[Optional[str], typer.Option(
         "--reference-name", help="Registry entry the --ref file must be (its pinned sha256 or card is checked); "
@@ -161,33 +170,41 @@ def ref_build(
     batch_size: BatchOption = None,
     cache_dir: CacheOption = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+    features: FeaturesOption = ",".join(DEFAULT_FEATURES),
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate the input, print the plan, write nothing.")]
     = False,
 ) -> None:
-    """Build reference statistics (mu, sigma, mu_s, sigma_s over all images) and arr_0 from a dataset.
+    """Build reference statistics (mu, sigma, mu_s, sigma_s over all images; mu_<name>, sigma_<name> of every other
+    --features extractor) and arr_0 from a dataset.
 
     [b]Examples[/b]
       pixeldit-bench eval imagenet ref build data/digits32 --split reference --res 32 --out results/refs/digits32-32-inception.npz
       pixeldit-bench eval imagenet ref build /data/imagenet/train --res 256 --out results/refs/imagenet-256-inception.npz
+      pixeldit-bench ref build /data/imagenet/train --res 256 --features inception,dinov2 --out results/refs/in256.npz
     """
     command = (f"pixeldit-bench eval imagenet ref build {dataset} --res {res} --out {out}"
-               + (f" --split {split}" if split else ""))
+               + (f" --split {split}" if split else "")
+               + (f" --features {features}" if features != ",".join(DEFAULT_FEATURES) else ""))
     if dry_run:
         with exits_on(ImageNetEvalError):
             source = open_images(dataset, name="dataset", crop_to=res, split=split)
             chosen = resolve_weights(weights)
+            extractors = resolve_build_extractors(features)
         console.print_json(json.dumps({"source": source.describe(), "count": len(source),
                                        "resolution": list(source.resolution), "arr_0": min(pr_images, len(source)),
-                                       "weights": chosen.card(), "out": str(out), "command": command}))
+                                       "weights": chosen.card(),
+                                       "extractors": {name: entry.card() for name, entry in extractors.items()},
+                                       "out": str(out), "command": command}))
         return
     with exits_on(ImageNetEvalError):
         written = build_reference(dataset, out, res, split=split, pr_images=pr_images, batch_size=batch_size,
                                   device=_device(device), cache_dir=cache_dir, weights=weights, overwrite=overwrite,
-                                  progress=True, build_command=command)
+                                  progress=True, build_command=command, features=features)
     card = written["card"]
     console.print(f"wrote {written['path']}: {card['stats_count']} images in the statistics, {card['images_count']} "
-                  f"in arr_0, {card['resolution'][0]}×{card['resolution'][1]}, weights {card['weights']}, "
-                  f"sha256 {written['sha256']}")
+                  f"in arr_0, {card['resolution'][0]}×{card['resolution'][1]}, weights {card['weights']}"
+                  + "".join(f", {name} statistics" for name in card.get("extractors", {}))
+                  + f", sha256 {written['sha256']}")
 
 
 @ref_app.command("info")
@@ -201,5 +218,6 @@ def ref_info(file: Annotated[str, typer.Argument(help="Reference .npz (ADM batch
     with exits_on(ImageNetEvalError):
         reference = open_reference(file)
     console.print_json(json.dumps({**reference_summary(reference), "stored": list(reference.stat_keys)
+                                   + [f"{key}_{name}" for name in reference.extractor_stats for key in ("mu", "sigma")]
                                    + (["arr_0"] if reference.images is not None else []),
                                    "card": reference.card}, default=str))

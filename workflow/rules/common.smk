@@ -119,8 +119,8 @@ def final_network(run):
 
 
 def features_args():
-    """`--features ...` for `eval imagenet` when the config names extractors beyond inception; nothing otherwise
-    (so a config without extras runs today's command)."""
+    """`--features ...` for `eval imagenet` and `ref build` when the config names extractors beyond inception;
+    nothing otherwise (so a config without extras runs today's command)."""
     features = config.get("features") or ["inception"]
     return "" if list(features) == ["inception"] else "--features " + ",".join(features)
 

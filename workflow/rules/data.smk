@@ -29,6 +29,7 @@ rule reference_statistics:
         dataset=lambda wildcards, input: str(Path(input[0]).parent),
         split=config["reference"].get("split", "reference"),
         res=config["dataset"]["resolution"],
+        features=features_args(),
     log:
         f"{RESULTS}/logs/reference_statistics.log",
     benchmark:
@@ -40,4 +41,4 @@ rule reference_statistics:
         gpu=config["resources"]["eval_gpus"],
     shell:
         "pixeldit-bench eval imagenet ref build {params.dataset} --split {params.split} --res {params.res} --out {output} "
-        "--overwrite > {log} 2>&1"
+        "{params.features} --overwrite > {log} 2>&1"
