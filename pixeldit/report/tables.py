@@ -44,9 +44,17 @@ class MetricColumn:
 IMAGENET_METRICS = (MetricColumn("fid", "FID", 2, "fid"), MetricColumn("sfid", "sFID", 2, "sfid"),
                     MetricColumn("is", "IS", 1, "is"), MetricColumn("precision", "Prec.", 2, "precision"),
                     MetricColumn("recall", "Rec.", 2, "recall"))
-# Fréchet distances in other feature spaces (`eval imagenet --features`): each its own column, never merged with
-# FID; a table shows one only when some result in it has the value (or says why it has none).
-EXTRACTOR_METRICS = (MetricColumn("fd_dinov2", "FD_DINOv2", 2, "fd_dinov2"),)
+# Metrics in other feature spaces (`eval imagenet --features`, value names <metric>_<extractor>): each its own
+# column, never merged with FID's or ADM's precision/recall; a table shows one only when some result in it has the
+# value (or says why it has none). Only FD_DINOv2 has published numbers (EDM2's).
+_EXTRACTOR_TITLES = {"dinov2": "DINOv2", "clip": "CLIP"}
+_EXTRA_COLUMNS = (("fd", "FD", 2), ("fd_infinity", "FD∞", 2), ("kid", "KD", 4), ("precision", "Prec.", 2),
+                  ("recall", "Rec.", 2), ("density", "Dens.", 2), ("coverage", "Cov.", 2))
+EXTRACTOR_METRICS = tuple(
+    MetricColumn(f"{metric}_{name}", f"{label}_{title}", decimals, "fd_dinov2" if f"{metric}_{name}" == "fd_dinov2"
+                 else None)
+    for name, title in _EXTRACTOR_TITLES.items() for metric, label, decimals in _EXTRA_COLUMNS
+) + (MetricColumn("cmmd_clip", "CMMD", 3, None),)
 GENEVAL_METRICS = tuple(MetricColumn(key, f"GenEval {label}", 2, None) for key, label in (
     ("single_object", "Single"), ("two_object", "Two"), ("counting", "Count"), ("colors", "Colors"),
     ("position", "Position"), ("color_attr", "Attr."))) + (MetricColumn("overall", "GenEval Overall", 2, "geneval"),)
