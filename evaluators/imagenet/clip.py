@@ -23,9 +23,10 @@ path, fact by fact (file: line as stored at the commits in tests/fixtures/clip_e
 * value range: `compute_embeddings_for_dir`: `image_batch / 255.0` in float32, refused outside [0, 1];
 * resize: PIL's BICUBIC (Keys a = -0.5, support 2 scaled by the reduction factor when downscaling, so
   antialiased) in 8-bit fixed point: `src/libImaging/Resample.c` `precompute_coeffs` + `normalize_coeffs_8bpc`
-  (22 fractional bits, rounded half away from zero), horizontal pass first, each pass rounded and clipped to
-  uint8; `Image.resize` returns a plain copy when the size is already 336×336. Reproduced bit for bit in
-  torch below (`pil_bicubic_resize`), so the whole path runs on the device. `embedding.py` `_clip_preprocess`
+  (22 fractional bits, rounded half away from zero), two passes each rounded and clipped to uint8, the
+  horizontal one first for a square-to-square resize (in every Pillow version; Pillow 13 may swap the order
+  for other shapes); `Image.resize` returns a plain copy when the size is already 336×336. Reproduced bit for
+  bit in torch below (`pil_bicubic_resize`), so the whole path runs on the device. `embedding.py` `_clip_preprocess`
   then calls `jax.image.resize(images, (..., 336, 336, 3), method='bicubic')`: on the 336×336 images
   `io_util` delivers it is the identity (measured: max change 0.0, meta.json), so it is not repeated here;
 * crop: the centre square above; no other crop;
@@ -86,7 +87,7 @@ NETWORK = ("CLIP ViT-L/14 @ 336 image tower + visual projection (transformers CL
 RESIZE = {"kind": "bicubic (PIL Image.BICUBIC: Keys a = -0.5, support scaled by the reduction factor)",
           "antialias": True, "from": "uint8", "crop": "centre square of side min(H, W), offsets (H - l) // 2, "
           "(W - l) // 2", "to": [INPUT_SIZE, INPUT_SIZE],
-          "implementation": "PIL's 8-bit two-pass resample (horizontal first) reproduced exactly in torch",
+          "implementation": "PIL's 8-bit two-pass resample (horizontal pass first) reproduced exactly in torch",
           "clamp": True, "requantise": True}
 NORMALISATION = "x / 255, then (x - CLIP mean (0.48145466, 0.4578275, 0.40821073)) / std (0.26862954, 0.26130258, 0.27577711)"
 OUTPUT_LAYER = "image_embeds (class token, post-LayerNorm, visual projection), L2-normalised"
@@ -145,12 +146,26 @@ def _resample_last_axis(x: torch.Tensor, out_size: int) -> torch.Tensor:
 
 
 def pil_bicubic_resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """uint8 (B, C, H, W) -> uint8 (B, C, size[0], size[1]), equal to PIL's `Image.resize((w, h), BICUBIC)`."""
+    """uint8 (B, C, H, W) -> uint8 (B, C, size[0], size[1]), equal to Pillow 13's `Image.resize((w, h), BICUBIC)`.
+
+    Pass order (Resample.c `ImagingResampleInner`): Pillow 13 runs the vertical pass first when the height shrinks
+    by more than twice as many pixels as the width, else the horizontal one; Pillow 12 and earlier always ran the
+    horizontal pass first. Both give the same bytes for cmmd's square-to-square resize. A pass whose size does not
+    change is skipped, and an unchanged size is a plain copy."""
     height, width = size
-    if images.shape[-2:] == (height, width):
-        return images.clone()                                                      # Image.resize: a copy
-    x = _resample_last_axis(images, width)                                         # horizontal pass first
-    return _resample_last_axis(x.transpose(-1, -2), height).transpose(-1, -2)      # then vertical
+    in_height, in_width = images.shape[-2:]
+    if (in_height, in_width) == (height, width):
+        return images.clone()
+
+    def horizontal(x: torch.Tensor) -> torch.Tensor:
+        return x if in_width == width else _resample_last_axis(x, width)
+
+    def vertical(x: torch.Tensor) -> torch.Tensor:
+        return x if in_height == height else _resample_last_axis(x.transpose(-1, -2), height).transpose(-1, -2)
+
+    if in_height - height > 0 and in_height - height > 2 * (in_width - width):
+        return horizontal(vertical(images))
+    return vertical(horizontal(images))
 
 
 def centre_square(images: torch.Tensor) -> torch.Tensor:
@@ -211,17 +226,19 @@ def load_official(path, config: dict | None = None, device: str | torch.device =
     what = "CLIP ViT-L/14-336" if config == VITL14_336 else f"CLIP vision {config}"
     state = {name: tensor for name, tensor in _read_state_dict(path, what).items()
              if not name.startswith(IGNORED_PREFIXES)}
-    network = build_network(config)
-    expected = network.state_dict()
+    with torch.device("meta"):                    # names and shapes only: a file is refused before the real build
+        expected = build_network(config).state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
         parts = ([f"missing {_names(missing)}"] if missing else []) + ([f"unexpected {_names(unexpected)}"] if unexpected else [])
         raise ImageNetEvalError(f"{path} is not a {what} checkpoint in the Hugging Face layout (vision_model.*, "
                                 f"visual_projection.weight): {'; '.join(parts)}")
-    wrong = [f"{name} {tuple(state[name].shape)} (expected {tuple(tensor.shape)})"
-             for name, tensor in expected.items() if state[name].shape != tensor.shape]
+    wrong = [f"{name} {tuple(getattr(state[name], 'shape', ()))} (expected {tuple(tensor.shape)})"
+             for name, tensor in expected.items()
+             if not isinstance(state[name], torch.Tensor) or state[name].shape != tensor.shape]
     if wrong:
         raise ImageNetEvalError(f"{path} does not fit the {what} architecture: {_names(wrong)}")
+    network = build_network(config)
     network.load_state_dict(state, strict=True)
     return network.to(device)
 
