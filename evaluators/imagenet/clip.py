@@ -1,46 +1,50 @@
 """CLIP ViT-L/14 @ 336 image embeddings exactly as google-research's cmmd computes CMMD's, written for this project.
 
 CMMD (Jayasumana et al. 2024, "Rethinking FID") is computed by google-research/google-research `cmmd/main.py`
-`compute_cmmd`: `io_util.compute_embeddings_for_dir` for each image folder, then `distance.mmd`. Its embedding
-path, fact by fact (file: line as stored at the commits in tests/fixtures/clip_equivalence/meta.json):
+`compute_cmmd`: `io_util.compute_embeddings_for_dir` for each image folder, then `distance.mmd`. Each fact below
+names the source line it rests on (cmmd files at the commits in tests/fixtures/clip_equivalence/meta.json,
+scenic at the commit there, Pillow 13.0.0's sdist):
 
-* model: `embedding.py`: `_CLIP_MODEL_NAME = 'vit_l14_336px'`, `clip.MODELS[...]()` and
-  `clip.load_model_vars(...)` from google-research/scenic `projects/baselines/clip/model.py`, whose
-  `CHECKPOINTS_TORCH['vit_l14_336px']` is OpenAI's `ViT-L-14-336px.pt`; `CONFIGS['vit_l14_336px']`: width 1024,
-  24 layers, patch 14, `vision_head_dim` 64 (so 16 heads), `embed_dim` 768; `IMAGE_RESOLUTION` 336. scenic's
-  `layers.py`: pre-norm blocks, `LayerNorm` with `epsilon=1e-5` ("Match PyTorch default"), `quick_gelu`
-  (x·sigmoid(1.702x)), MLP width 4×, `ln_pre` after the class + position embeddings, `ln_post` on the class
-  token, `proj` without bias. That is the architecture of transformers' `CLIPVisionModelWithProjection` with
-  the public config.json of openai/clip-vit-large-patch14-336 (vision_config hidden_size 1024, 24 layers,
-  16 heads, patch 14, image 336, intermediate 4096, projection_dim 768; quick_gelu and layer_norm_eps 1e-5
-  are CLIPVisionConfig's defaults): `VITL14_336` below. The Hugging Face checkpoint holds the same OpenAI
-  weights in that layout (it is what this module loads; scenic reads the OpenAI .pt, upcasting its fp16
-  matrices to float32 in the matmuls, the same values as the Hugging Face float32 file holds);
-* reading: `io_util.py` `_read_image`: PIL `Image.open`, then `_center_crop_and_resize(im, 336)` (the model's
-  `input_image_size`): the centred square of side l = min(w, h), `top = (h - l) // 2`, `left = (w - l) // 2`,
-  then `im.resize((336, 336), resample=Image.BICUBIC)` on the uint8 image ("performs anti-aliasing as
-  well"), then `np.asarray(im).astype(np.float32)`; grey images are tiled to 3 channels;
-* value range: `compute_embeddings_for_dir`: `image_batch / 255.0` in float32, refused outside [0, 1];
-* resize: PIL's BICUBIC (Keys a = -0.5, support 2 scaled by the reduction factor when downscaling, so
-  antialiased) in 8-bit fixed point: `src/libImaging/Resample.c` `precompute_coeffs` + `normalize_coeffs_8bpc`
-  (22 fractional bits, rounded half away from zero), two passes each rounded and clipped to uint8, the
-  horizontal one first for a square-to-square resize (in every Pillow version; Pillow 13 may swap the order
-  for other shapes); `Image.resize` returns a plain copy when the size is already 336×336. Reproduced bit for
-  bit in torch below (`pil_bicubic_resize`), so the whole path runs on the device. `embedding.py` `_clip_preprocess`
-  then calls `jax.image.resize(images, (..., 336, 336, 3), method='bicubic')`: on the 336×336 images
-  `io_util` delivers it is the identity (measured: max change 0.0, meta.json), so it is not repeated here;
+* model: cmmd `embedding.py:23` `_CLIP_MODEL_NAME = 'vit_l14_336px'`, `:42-44` `clip.MODELS[...]()`,
+  `clip.load_model_vars(...)`, `clip.IMAGE_RESOLUTION[...]` from google-research/scenic
+  `projects/baselines/clip/model.py`: `:45` `CHECKPOINTS_TORCH['vit_l14_336px']` is OpenAI's `ViT-L-14-336px.pt`,
+  `:102` `CONFIGS['vit_l14_336px']` width 1024, 24 layers, patch 14, `embed_dim` 768, `:72` resolution 336;
+  scenic `layers.py:432` heads = width // `vision_head_dim` 64 = 16, `:32` `LayerNorm` `epsilon=1e-5`,
+  `:35` `quick_gelu` (x·sigmoid(1.702x)), `:237` MLP width 4×, `:334` `ln_pre` after the class + position
+  embeddings, `:344-345` `ln_post` on the class token then `proj` without bias. That is transformers'
+  `CLIPVisionModelWithProjection` with the public config.json of openai/clip-vit-large-patch14-336
+  (vision_config: hidden_size 1024, 24 layers, 16 heads, patch 14, image 336, intermediate 4096,
+  projection_dim 768; quick_gelu and layer_norm_eps 1e-5 are CLIPVisionConfig's defaults): `VITL14_336` below.
+  That Hugging Face checkpoint holds OpenAI's weights converted to this layout, and is what this module loads
+  (scenic `model.py:171-173` reads the OpenAI .pt with `torch.jit.load(...).state_dict()` and keeps the file's
+  dtypes; an fp16 tensor is promoted by Flax to float32 in the float32 computation, so scenic uses the values an
+  exact float32 copy holds. That the Hugging Face file is such a copy is not checked here: no network);
+* reading: cmmd `io_util.py:122` the images are read at the model's `input_image_size` (336); `:40-46`
+  `_center_crop_and_resize`: the centred square of side `l = min(w, h)`, `top = (h - l) // 2`,
+  `left = (w - l) // 2`, then `im.resize((size, size), resample=Image.BICUBIC)` on the uint8 PIL image
+  ("performs anti-aliasing as well"); `:57` `np.asarray(im).astype(np.float32)`; `:82` grey images tiled to RGB;
+* value range: `io_util.py:139` `image_batch / 255.0` (float32), `:141` refused outside [0, 1];
+* resize: Pillow's BICUBIC, `Resample.c:48` `bicubic_filter` (Keys, a = -0.5, support 2), `:227`
+  `precompute_coeffs` (support scaled by the reduction factor when downscaling: antialiased),
+  `:314` `normalize_coeffs_8bpc` (22 fractional bits, rounded half away from zero), two 8-bit passes each
+  rounded and clipped to uint8, `:865` the horizontal pass first unless the height shrinks by more than twice as
+  many pixels as the width (never for cmmd's square-to-square resize; Pillow 12 and earlier always go horizontal
+  first); `Image.py:2409-2410` an unchanged size is a plain copy. Reproduced bit for bit in torch below
+  (`pil_bicubic_resize`), so the whole path runs on the device. cmmd `embedding.py:29` then applies
+  `jax.image.resize(images, (..., 336, 336, 3), method='bicubic')`: on the 336×336 images `io_util` delivers it
+  is the identity (measured: max change 0.0, meta.json), so it is not repeated here;
 * crop: the centre square above; no other crop;
-* normalisation: scenic `normalize_image`: `(img - IMAGE_MEAN) / IMAGE_STD` with IMAGE_MEAN
-  (0.48145466, 0.4578275, 0.40821073), IMAGE_STD (0.26862954, 0.26130258, 0.27577711); JAX runs it in
-  float32 (float64 constants are canonicalised), as here;
-* output: `embedding.py` `embed`: `image_embs, _ = self._model.apply(vars, images, None)`; scenic
-  `CLIP.__call__` → `encode_image(image, normalize=True)`: `visual(image)[0]` = `proj(ln_post(x[:, 0]))` (the
-  class token after the last block and post-LayerNorm, through the 1024×768 projection = transformers'
-  `image_embeds`), then `x /= jnp.linalg.norm(x, axis=-1, keepdims=True)`: 768-d, L2-normalised, float32.
-  The features this module returns (and the cache stores) are exactly that normalised embedding;
-  `extractor_metrics.cmmd` normalises again, which changes nothing beyond rounding;
-* CMMD: `distance.py` `mmd`: biased MMD² with exp(-|x - y|² / (2·10²)) × 1000, JAX float32
-  (`extractor_metrics.cmmd` computes it in float64).
+* normalisation: cmmd `embedding.py:33` `clip.normalize_image`, scenic `model.py:329`
+  `(img - IMAGE_MEAN) / IMAGE_STD`, `:74-75` IMAGE_MEAN (0.48145466, 0.4578275, 0.40821073), IMAGE_STD
+  (0.26862954, 0.26130258, 0.27577711); JAX computes it in float32 (float64 constants are canonicalised), as here;
+* output: cmmd `embedding.py:58` `image_embs, _ = self._model.apply(self._model_vars, images, None)`; scenic
+  `layers.py:471` `CLIP.__call__` → `encode_image(image, normalize=True)`, `:454`
+  `x /= jnp.linalg.norm(x, axis=-1, keepdims=True)` on `visual(image)[0]` = `proj(ln_post(x[:, 0]))` (=
+  transformers' `image_embeds`): 768-d, L2-normalised, float32. The features this module returns (and the
+  cache stores) are exactly that normalised embedding; `extractor_metrics.cmmd` normalises again, which changes
+  nothing beyond rounding;
+* CMMD: cmmd `distance.py:25,28,90` biased MMD² with exp(-|x - y|² / (2·10²)) × 1000 in JAX float32
+  (`extractor_metrics.cmmd` computes the same in float64).
 
 Full float32 here: TF32 is off during extraction on GPUs (as for Inception). tests/test_imagenet_clip.py checks
 the features against cmmd's own code + scenic's CLIP on seeded weights of a tiny CLIP of the same architecture
