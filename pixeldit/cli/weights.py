@@ -26,7 +26,7 @@ app.add_typer(import_app, name="import")
 
 # Modules that register external files when imported; an evaluator package may be absent from an install.
 _REGISTERING_MODULES = ("pixeldit.repa", "pixeldit.text_encoders", "pixeldit.models.autoencoder",
-                        "evaluators.imagenet", "evaluators.geneval", "evaluators.dpg")
+                        "evaluators.imagenet", "evaluators.imagenet.clip", "evaluators.geneval", "evaluators.dpg")
 TrustPickleOption = Annotated[bool, typer.Option("--trust-pickle",
                                                  help="Allow a full pickle load (runs code from the file!).")]
 
