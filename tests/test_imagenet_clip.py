@@ -5,6 +5,7 @@ under seeded weights of a tiny CLIP of the same architecture (README.md there ha
 are rebuilt here from the rules in meta.json and their digests checked, so only numbers are committed. The PIL
 resize tests need Pillow only; the network tests need transformers (the full stack).
 """
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -16,9 +17,11 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from evaluators.imagenet import clip
+from evaluators.imagenet import clip, evaluate_imagenet
 from evaluators.imagenet.errors import ImageNetEvalError
 from evaluators.imagenet.extractor_metrics import cmmd
+from evaluators.imagenet.extractors import CLIP_EXTRACTOR, EXTRACTORS, metric_names
+from pixeldit.data.digits import digits32_images
 from pixeldit.infra import weights as registry
 
 FIXTURE = Path(__file__).parent / "fixtures" / "clip_equivalence"
@@ -55,7 +58,6 @@ def fixture_images() -> list[np.ndarray]:
     """meta.json's ten images: four digits32 images, six scikit-image photos; sha256 checked."""
     import skimage.data
 
-    from pixeldit.data.digits import digits32_images
 
     photos = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea(), skimage.data.rocket(),
               np.ascontiguousarray(skimage.data.coffee().transpose(1, 0, 2)), skimage.data.astronaut()[:336, :420]]
@@ -240,3 +242,35 @@ def test_layer_is_the_extractor_registrys():
     from evaluators.imagenet import extractors
 
     assert clip.LAYER == extractors.LAYER
+
+
+# --------------------------------------------------------------------------------------------- in the evaluator
+
+@needs_transformers
+@pytest.mark.usefixtures("imagenet_env")
+def test_features_clip_gives_cmmd_of_the_embeddings(tiny_checkpoint, monkeypatch, tmp_path):
+    """`eval imagenet --features clip` with `clip` pointed at the tiny seeded network: cmmd_clip is the CMMD of its
+    embeddings of the samples and the reference images, nothing else is added, and the card names cmmd's path."""
+
+    assert metric_names("clip") == {"cmmd": "cmmd_clip"}
+    test_weights = registry.WeightFile(name="clip-tiny-test", url="file:///nonexistent/clip-tiny-test.safetensors",
+                                       filename="clip-tiny-test.safetensors", licence="test", description="tiny CLIP")
+    monkeypatch.setitem(registry.WEIGHTS, test_weights.name, test_weights)
+    monkeypatch.setitem(EXTRACTORS, "clip", dataclasses.replace(CLIP_EXTRACTOR, weights=test_weights.name, config=TINY,
+                                                               dim=TINY["projection_dim"]))
+    path = registry.path_of(test_weights.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(tiny_checkpoint.read_bytes())
+
+    images = digits32_images()[0]
+    np.savez(tmp_path / "samples.npz", arr_0=images[:10])
+    np.savez(tmp_path / "reference.npz", arr_0=images[400:410])
+    record = evaluate_imagenet(tmp_path / "samples.npz", tmp_path / "reference.npz", metrics="kid",
+                               weights="offline", features="clip", cache_dir=tmp_path / "cache")
+    assert list(record["values"]) == ["kid", "kid_std", "cmmd_clip"]
+    extractor = clip.CLIPFeatures(clip.load_official(tiny_checkpoint, TINY), "cpu")
+    smp, ref = (extractor(part)[clip.LAYER] for part in (images[:10], images[400:410]))
+    assert record["values"]["cmmd_clip"] == pytest.approx(cmmd(ref, smp), rel=1e-9)
+    block = record["protocol"]["extractors"]["clip"]
+    assert block["cmmd"]["sigma"] == 10 and "fd" not in block and block["card"]["dim"] == 64
+    assert block["card"]["reproduces"].startswith("google-research/google-research cmmd")

@@ -81,8 +81,8 @@ def test_registry_entries_and_unknown_names():
     assert registry.get_entry("dinov2-vitl14").licence.startswith("Apache-2.0")
     assert normalise_features(None) == ("inception",)
     assert normalise_features("dinov2") == normalise_features("inception, dinov2,dinov2") == ("inception", "dinov2")
-    with pytest.raises(ImageNetEvalError, match=r"unknown feature extractor 'clip'; known: inception, dinov2"):
-        normalise_features("inception,clip")
+    with pytest.raises(ImageNetEvalError, match=r"unknown feature extractor 'swav'; known: inception, dinov2, clip"):
+        normalise_features("inception,swav")
 
 
 def test_inception_only_results_keep_their_keys(sets):
@@ -240,8 +240,8 @@ def test_statistics_only_reference_and_other_backends(sets, tiny_dinov2, tmp_pat
 def test_cli_unknown_extractor_and_dry_run(sets, tiny_dinov2):
     runner = CliRunner()
     wrong = runner.invoke(_cli(), ["eval", "imagenet", str(sets[0]), "--ref", str(sets[1]), "--weights", "offline",
-                                   "--features", "inception,clip", "--dry-run"])
-    assert wrong.exit_code == 1 and "unknown feature extractor 'clip'" in wrong.output
+                                   "--features", "inception,swav", "--dry-run"])
+    assert wrong.exit_code == 1 and "unknown feature extractor 'swav'" in wrong.output
     assert "inception, dinov2" in wrong.output
     dry = runner.invoke(_cli(), ["eval", "imagenet", str(sets[0]), "--ref", str(sets[1]), "--weights", "offline",
                                  "--features", "inception,dinov2", "--dry-run"])

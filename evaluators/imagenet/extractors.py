@@ -7,7 +7,8 @@ normalisation, the output layer and its dimension:
 * `inception`: TF-Inception-v3 pool3 (and mixed_6/conv for sFID, logits for IS), ADM's suite; its weights
   are resolved by `inception.resolve_weights` and its metrics computed by `evaluate._run_adm`, as before;
 * `dinov2`: DINOv2 ViT-L/14 CLS token after the final LayerNorm, exactly as EDM2's `calculate_metrics.py`
-  (`DINOv2Detector`, resize mode "torch") feeds it; FD_DINOv2 and the other metrics over its features.
+  (`DINOv2Detector`, resize mode "torch") feeds it; FD_DINOv2 and the other metrics over its features;
+* `clip`: CLIP ViT-L/14 @ 336 image embedding exactly as google-research's cmmd computes it (clip.py); CMMD.
 
 Extra extractors (every one but `inception`) give the metrics their entry lists, each named `<metric>_<name>`
 (`fd_dinov2`, `density_dinov2`, ...; `EXTRA_METRICS` says what each is). Their weights are never downloaded
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evaluators.imagenet import dinov2
+from evaluators.imagenet import clip, dinov2
 from evaluators.imagenet.errors import ImageNetEvalError
 from evaluators.imagenet.features import Layout
 from evaluators.imagenet.inception import EXTRACTOR_NAME
@@ -204,3 +205,10 @@ INCEPTION_EXTRACTOR = register_extractor(Extractor(
     dim=2048, reproduces="openai/guided-diffusion evaluations/evaluator.py (ADM's TF Inception graph)"))
 
 DINOV2_EXTRACTOR = register_extractor(dinov2_extractor("dinov2", dinov2.DINOV2_VITL14.name, dinov2.VITL14))
+
+# CMMD only: the features reproduce cmmd's embedding path (its crop, PIL resize and L2 normalisation), which other
+# metrics over CLIP (dgm-eval's) do not use.
+CLIP_EXTRACTOR = register_extractor(Extractor(
+    name="clip", network=clip.NETWORK, weights=clip.CLIP_VITL14_336.name, input_resolution=clip.INPUT_SIZE,
+    resize=clip.RESIZE, normalisation=clip.NORMALISATION, output_layer=clip.OUTPUT_LAYER, dim=clip.FEATURE_DIM,
+    reproduces=clip.REPRODUCES, config=dict(clip.VITL14_336), metrics=("cmmd",), build=clip.build_clip))

@@ -47,13 +47,11 @@ IMAGENET_METRICS = (MetricColumn("fid", "FID", 2, "fid"), MetricColumn("sfid", "
 # Metrics in other feature spaces (`eval imagenet --features`, value names <metric>_<extractor>): each its own
 # column, never merged with FID's or ADM's precision/recall; a table shows one only when some result in it has the
 # value (or says why it has none). Only FD_DINOv2 has published numbers (EDM2's).
-_EXTRACTOR_TITLES = {"dinov2": "DINOv2", "clip": "CLIP"}
-_EXTRA_COLUMNS = (("fd", "FD", 2), ("fd_infinity", "FD∞", 2), ("kid", "KD", 4), ("precision", "Prec.", 2),
-                  ("recall", "Rec.", 2), ("density", "Dens.", 2), ("coverage", "Cov.", 2))
 EXTRACTOR_METRICS = tuple(
-    MetricColumn(f"{metric}_{name}", f"{label}_{title}", decimals, "fd_dinov2" if f"{metric}_{name}" == "fd_dinov2"
-                 else None)
-    for name, title in _EXTRACTOR_TITLES.items() for metric, label, decimals in _EXTRA_COLUMNS
+    MetricColumn(f"{metric}_dinov2", f"{label}_DINOv2", decimals, "fd_dinov2" if metric == "fd" else None)
+    for metric, label, decimals in (("fd", "FD", 2), ("fd_infinity", "FD∞", 2), ("kid", "KD", 4),
+                                    ("precision", "Prec.", 2), ("recall", "Rec.", 2), ("density", "Dens.", 2),
+                                    ("coverage", "Cov.", 2))
 ) + (MetricColumn("cmmd_clip", "CMMD", 3, None),)
 GENEVAL_METRICS = tuple(MetricColumn(key, f"GenEval {label}", 2, None) for key, label in (
     ("single_object", "Single"), ("two_object", "Two"), ("counting", "Count"), ("colors", "Colors"),
