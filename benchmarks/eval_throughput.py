@@ -17,16 +17,28 @@ digits (32×32), cycled with random rolls up to N; content does not change the s
 It also times the three Fréchet routes for one set of N 2048-d sample features against one (mu, sigma) (so
 rank-deficient below 2048, as small sample sets are): ADM's `scipy.linalg.sqrtm`, the symmetric `eigh` route
 and the `gram` route (n×n, the default below 2048 features), with their ratios and relative differences.
+
+`--extractors inception,dinov2,clip` times each registered extractor's network pass alone (`--extractor-images`
+digits, batch 16 on CPU): Inception with its real offline weights; DINOv2 ViT-L/14 and CLIP ViT-L/14 @ 336
+with seeded random weights of their real configs when their files are absent (speed does not depend on the
+values; the JSON says which). `--memory 2000,10000` measures the streaming path's memory: for each N, a fresh
+process runs the evaluator's feature pass (`features.extract`, cache on) over N images through a stand-in
+2048-d network (a fixed random projection of the pixels: the network is not what is measured), the FD from
+the streamed statistics (`FeatureSet.moments`) and FID(N); beside it, a process that takes the statistics of
+the stacked features as the evaluator did before (np.cov). Peak anonymous memory (RssAnon, sampled every
+5 ms: the process's own arrays, not the page cache of the memory-mapped cache files) and peak RSS (VmHWM).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -38,11 +50,15 @@ import torch  # noqa: E402
 
 import pixeldit  # noqa: E402,F401  (torchvision shim before torch-fidelity)
 from evaluators.imagenet import evaluate_imagenet, resolve_weights  # noqa: E402
+from evaluators.imagenet.extractors import get_extractor, resolve_extractor  # noqa: E402
+from evaluators.imagenet.features import Cache, Layout, LazyExtractor, extract  # noqa: E402
 from evaluators.imagenet.metrics import (  # noqa: E402
     fid_statistics,
     frechet_distance,
     frechet_distance_of_features,
 )
+from evaluators.imagenet.sources import open_images  # noqa: E402
+from evaluators.imagenet.uncertainty import fid_vs_n  # noqa: E402
 from pixeldit.data.digits import digits32_images  # noqa: E402
 from pixeldit.infra.files import write_json_atomic  # noqa: E402
 
@@ -113,16 +129,130 @@ def frechet_routes(count: int, dim: int = 2048) -> dict:
                                     for route in ("eigh", "gram")}}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=2000, help="samples per set (2N images in all)")
-    parser.add_argument("--out", type=Path, default=Path("results/bench/eval_throughput.json"))
-    parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--weights", default="auto", help="auto | inception | offline")
-    args = parser.parse_args()
+def _random_weights_network(name: str, device: torch.device):
+    """The extractor's network with seeded random weights of its real config (speed only)."""
+    from evaluators.imagenet import clip, dinov2
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(0)
+    entry = get_extractor(name)
+    if name == "dinov2":
+        network = dinov2.DinoV2ViT(**entry.config).eval()
+        return dinov2.DINOv2Features(network, device, size=entry.input_resolution)
+    if name == "clip":
+        return clip.CLIPFeatures(clip.build_network(entry.config).eval(), device, size=entry.input_resolution)
+    raise ValueError(f"no random-weights stand-in for extractor {name!r}")
+
+
+def extractor_throughput(names: list[str], count: int, device: torch.device, batch_size: int) -> dict:
+    """images/s of each extractor's network pass (preprocessing included) on `count` digits."""
+    images = make_images(count, seed=3)
+    out = {}
+    for name in names:
+        if name == "inception":
+            weights = resolve_weights("offline")
+            network, note = LazyExtractor(weights, device)(), f"real weights ({weights.name})"
+        else:
+            resolved = resolve_extractor(name)
+            if isinstance(resolved, str):
+                network, note = _random_weights_network(name, device), "seeded random weights of the real config"
+            else:
+                network, note = resolved.entry.build(resolved.path, resolved.entry, device), "real weights"
+        network(images[:batch_size])                                        # warm-up: allocations, oneDNN plans
+        _, seconds = timed(lambda network=network: [network(images[begin:begin + batch_size])
+                                                    for begin in range(0, count, batch_size)], f"extractor_{name}")
+        out[name] = {"images": count, "batch_size": batch_size, "seconds": round(seconds, 2),
+                     "images_per_second": round(count / seconds, 3),
+                     "seconds_per_1000_images": round(1000 * seconds / count, 1), "weights": note,
+                     "input_resolution": get_extractor(name).input_resolution}
+        del network
+    return out
+
+
+class _StandIn:
+    """A 2048-d "network" for the memory measurement: relu of a fixed random projection of the pixels."""
+
+    def __init__(self):
+        self.device = torch.device("cpu")
+        self.projection = torch.randn(32 * 32 * 3, 2048, generator=torch.Generator().manual_seed(0)) / 55
+
+    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        x = torch.from_numpy(images.reshape(len(images), -1)).float() / 255
+        return {"features": torch.relu(x @ self.projection).numpy()}
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _memory_child(count: int, mode: str, folder: str, queue) -> None:
+    """In a fresh process: the FD of `count` images by `mode` ("streamed": the evaluator's path; "stacked": np.cov
+    of all features), reporting peak anonymous memory and peak RSS in MiB."""
+    peak = [0]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _status_kib("RssAnon"))
+            time.sleep(0.005)
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    folder = Path(folder)
+    layout = Layout({"features": 2048}, {"stand-in": "relu projection, seed 0"}, {}, "stand-in features",
+                    statistics=("features",))
+    reference = np.load(folder / "reference_stats.npz")
+    mu_ref, sigma_ref = reference["mu"], reference["sigma"]
+    started = time.perf_counter()
+    features = extract(open_images(folder / f"samples-{count}.npz"), layout, _StandIn,
+                       cache=Cache(folder / f"cache-{mode}-{count}"), batch_size=250)
+    if mode == "streamed":
+        fd = frechet_distance(*features.moments("features"), mu_ref, sigma_ref, route="eigh")
+        curve = fid_vs_n(features.arrays["features"], mu_ref, sigma_ref, full_fid=fd)
+    else:
+        fd = frechet_distance(*fid_statistics(features.arrays["features"]), mu_ref, sigma_ref, route="eigh")
+        curve = None
+    seconds = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    queue.put({"n": count, "mode": mode, "fd": fd, "fid_vs_n_points": len(curve["n"]) if curve else None,
+               "seconds": round(seconds, 2), "peak_anon_mib": round(max(peak[0], _status_kib("RssAnon")) / 1024, 1),
+               "peak_rss_mib": round(_status_kib("VmHWM") / 1024, 1)})
+
+
+def streaming_memory(counts: list[int]) -> dict:
+    """Peak memory of the streamed and the stacked FD path at each count, each in a fresh process."""
+    folder = Path(tempfile.mkdtemp(prefix="eval-memory-"))
+    try:
+        stand_in = _StandIn()
+        reference = stand_in(make_images(2000, seed=5))["features"]
+        mu, sigma = fid_statistics(reference)
+        np.savez(folder / "reference_stats.npz", mu=mu, sigma=sigma)
+        for count in counts:
+            np.savez(folder / f"samples-{count}.npz", arr_0=make_images(count, seed=6))
+        context = multiprocessing.get_context("spawn")
+        runs = []
+        for mode in ("streamed", "stacked"):
+            for count in counts:
+                queue = context.Queue()
+                child = context.Process(target=_memory_child, args=(count, mode, str(folder), queue))
+                child.start()
+                runs.append(queue.get())
+                child.join()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    by_mode = {mode: {run["n"]: run for run in runs if run["mode"] == mode} for mode in ("streamed", "stacked")}
+    low, high = min(counts), max(counts)
+    return {"runs": runs, "feature_dim": 2048, "network": "stand-in (relu of a fixed random projection)",
+            **{f"peak_anon_ratio_{high}_over_{low}_{mode}": round(by_mode[mode][high]["peak_anon_mib"]
+                                                                  / by_mode[mode][low]["peak_anon_mib"], 3)
+               for mode in by_mode}}
+
+
+def evaluator_against_torch_fidelity(args, device: torch.device) -> dict:
+    """The evaluator (cold, cached, features cached) and torch-fidelity on the same 2N images, and the Fréchet
+    routes at 2048-d."""
     work = Path(tempfile.mkdtemp(prefix="eval-throughput-"))
     try:
         samples, reference = make_images(args.n, seed=1), make_images(args.n, seed=2)
@@ -145,11 +275,8 @@ def main() -> None:
     images = 2 * args.n
     ours_ips, theirs_ips = images / first_s, images / theirs_s
     timings = first["extra"]["timings_s"]
-    report = {
-        "benchmark": "eval_throughput", "n_per_set": args.n, "images": images, "resolution": [32, 32],
-        "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "cpu_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
-        "torch": torch.__version__, "weights": weights.name, "metrics": METRICS, "load_average_1min": LOAD,
+    return {
+        "n_per_set": args.n, "images": images, "resolution": [32, 32], "weights": weights.name, "metrics": METRICS,
         "evaluator": {"seconds": round(first_s, 2), "images_per_second": round(ours_ips, 2),
                       "feature_seconds": round(timings["features_samples"] + timings["features_reference"], 2),
                       "timings_s": timings, "values": first["values"]},
@@ -163,6 +290,35 @@ def main() -> None:
                                                "cache": features_cached["extra"]["cache"]},
         "frechet_2048": frechet,
     }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=2000, help="samples per set (2N images in all)")
+    parser.add_argument("--out", type=Path, default=Path("results/bench/eval_throughput.json"))
+    parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--weights", default="auto", help="auto | inception | offline")
+    parser.add_argument("--extractors", default="inception,dinov2,clip",
+                        help="extractors whose network pass is timed alone ('' for none)")
+    parser.add_argument("--extractor-images", type=int, default=64, help="images per extractor timing")
+    parser.add_argument("--memory", default="2000,10000", help="sample counts of the memory measurement ('' for none)")
+    parser.add_argument("--skip-evaluator", action="store_true",
+                        help="only the extractor and memory sections (no evaluator / torch-fidelity comparison)")
+    args = parser.parse_args()
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    report = {"benchmark": "eval_throughput", "device": str(device),
+              "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+              "cpu_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
+              "torch": torch.__version__, "load_average_1min": LOAD}
+    if not args.skip_evaluator:
+        report.update(evaluator_against_torch_fidelity(args, device))
+    if args.extractors:
+        report["extractors"] = extractor_throughput(args.extractors.split(","), args.extractor_images, device,
+                                                    args.batch_size or (250 if device.type == "cuda" else 16))
+    if args.memory:
+        report["streaming_memory"] = streaming_memory([int(count) for count in args.memory.split(",")])
     write_json_atomic(args.out, report)
     print(json.dumps(report, indent=2))
 
