@@ -27,12 +27,23 @@ import torch.distributed as dist
 
 from evaluators.imagenet.errors import ImageNetEvalError
 
+CHUNK = 1 << 20            # values per compensated addition step: bounds its temporaries to a few MiB
 
-def _two_sum(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(s, e) with s = fl(a + b) and s + e = a + b exactly (Knuth), elementwise."""
-    s = a + b
-    b_virtual = s - a
-    return s, (a - (s - b_virtual)) + (b - b_virtual)
+
+def _add_compensated(hi: torch.Tensor, lo: torch.Tensor, values: torch.Tensor, carried: torch.Tensor | None) -> None:
+    """hi + lo += values (+ carried) in place, chunk by chunk: Knuth's TwoSum s = fl(hi + v), e = exact rounding
+    error (s + e = hi + v), hi = s, lo += e (+ carried)."""
+    for begin in range(0, len(values), CHUNK):
+        part = slice(begin, begin + CHUNK)
+        a, b = hi[part], values[part]
+        total = a + b
+        b_virtual = total - a
+        error = a - (total - b_virtual)
+        error += b - b_virtual
+        if carried is not None:
+            error += carried[part]
+        lo[part] += error
+        a.copy_(total)
 
 
 def state_length(dim: int) -> int:
@@ -65,26 +76,19 @@ class FeatureStatistics:
     def count(self) -> int:
         return int(self.state[0, 0] + self.state[1, 0])
 
-    def _add(self, hi: torch.Tensor, lo: torch.Tensor | None = None) -> None:
-        total, error = _two_sum(self.state[0], hi)
-        self.state[0] = total
-        self.state[1] += error if lo is None else error + lo
+    def _add(self, hi: torch.Tensor, lo: torch.Tensor | None = None, at: int = 0) -> None:
+        """Add float64 values `hi` (with their own carried errors `lo`) to the sums from position `at` on."""
+        span = slice(at, at + len(hi))
+        _add_compensated(self.state[0, span], self.state[1, span], hi, lo)
 
     def update(self, features) -> FeatureStatistics:
         """Add a batch of features, (n, d) numpy or torch of any float dtype."""
         x = torch.as_tensor(features).to(self.state.device, torch.float64)          # (n, d)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ImageNetEvalError(f"expected a batch of {self.dim}-d features, got shape {tuple(x.shape)}")
-        count = torch.full((1,), float(len(x)), dtype=torch.float64, device=x.device)
-        self._add(torch.cat([count, x.sum(0), (x.T @ x).flatten()]))                # (1 + d + d²,)
-        return self
-
-    def merge(self, other: FeatureStatistics) -> FeatureStatistics:
-        """Add another accumulator's sums (the statistics of the union of both parts)."""
-        if other.dim != self.dim:
-            raise ImageNetEvalError(f"cannot merge {other.dim}-d statistics into {self.dim}-d ones")
-        other_state = other.state.to(self.state.device)
-        self._add(other_state[0], other_state[1])
+        self._add(torch.full((1,), float(len(x)), dtype=torch.float64, device=x.device))
+        self._add(x.sum(0), at=1)                                                    # (d,)
+        self._add((x.T @ x).flatten(), at=1 + self.dim)                              # (d²,)
         return self
 
     def gather_merge(self, group=None) -> FeatureStatistics:
@@ -97,26 +101,34 @@ class FeatureStatistics:
             self._add(part[0], part[1])
         return self
 
-    def totals(self) -> torch.Tensor:
-        """(1 + d + d²,) float64: the sums rounded once."""
-        return self.state[0] + self.state[1]
+    def merge(self, other: FeatureStatistics) -> FeatureStatistics:
+        """Add another accumulator's sums (the statistics of the union of both parts)."""
+        if other.dim != self.dim:
+            raise ImageNetEvalError(f"cannot merge {other.dim}-d statistics into {self.dim}-d ones")
+        other_state = other.state.to(self.state.device)
+        self._add(other_state[0], other_state[1])
+        return self
+
+    def totals(self, part: slice = slice(None)) -> torch.Tensor:
+        """The sums rounded once, (1 + d + d²,) float64, or the `part` of them."""
+        return self.state[0, part] + self.state[1, part]
 
     def mu(self) -> np.ndarray:
         """(d,) float64 mean."""
         count = self.count
         if count < 1:
             raise ImageNetEvalError("a mean needs at least 1 image, got 0")
-        return (self.totals()[1:1 + self.dim] / count).cpu().numpy()
+        return (self.totals(slice(1, 1 + self.dim)) / count).cpu().numpy()
 
     def sigma(self) -> np.ndarray:
         """(d, d) float64 covariance with ddof = 1, as np.cov(features, rowvar=False)."""
         count = self.count
         if count < 2:
             raise ImageNetEvalError(f"a covariance needs at least 2 images, got {count}")
-        totals = self.totals()
-        mu = totals[1:1 + self.dim] / count                                          # (d,)
-        outer = totals[1 + self.dim:].view(self.dim, self.dim)                       # (d, d)
-        return ((outer - count * torch.outer(mu, mu)) / (count - 1)).cpu().numpy()
+        mu = self.totals(slice(1, 1 + self.dim)) / count                              # (d,)
+        sigma = self.totals(slice(1 + self.dim, None)).view(self.dim, self.dim)      # (d, d) Σxxᵀ, a new tensor
+        sigma.addr_(mu, mu, alpha=-count).div_(count - 1)                            # in place: one d×d buffer
+        return sigma.cpu().numpy()
 
     def save(self, path: Path) -> None:
         """The rounded sums as a (1 + d + d²,) float64 .npy (what mu and sigma are computed from)."""
