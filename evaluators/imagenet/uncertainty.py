@@ -177,23 +177,31 @@ def fid_vs_n_sizes(count: int, start: int = FID_VS_N_START) -> list[int]:
     return sizes + [count]
 
 
+def nested_subset(count: int, size: int, seed: int) -> np.ndarray:
+    """0/1 counts selecting the first `size` of a seeded permutation of `count` samples: the subsets of one seed are
+    nested (the first 100 hold the first 50), so FID(N) at growing N follows one set of samples."""
+    if not 2 <= size <= count:
+        raise ImageNetEvalError(f"a subset of {count} samples takes 2 to {count} of them, not {size}")
+    counts = np.zeros(count, dtype=np.int64)
+    counts[np.random.default_rng(seed).permutation(count)[:size]] = 1
+    return counts
+
+
+def fid_of_first_n(frechet: ResampledFrechet, size: int, seed: int = DEFAULT_BOOTSTRAP_SEED) -> float:
+    """FID of the first `size` samples of the seeded permutation: one point of `fid_vs_n`'s curve, at any size."""
+    with _small_matrices(min(size, frechet.dim)):
+        return frechet.distance(nested_subset(frechet.count, size, seed))
+
+
 def fid_vs_n(features: np.ndarray, mu_ref: np.ndarray, sigma_ref: np.ndarray, *, seed: int = DEFAULT_BOOTSTRAP_SEED,
              full_fid: float | None = None, method: str = "auto") -> dict:
     """FID of the first N samples of a seeded permutation for N in `fid_vs_n_sizes`; at the full count the FID of
     all samples (`full_fid`, the reported value, when given)."""
     started = time.perf_counter()
     frechet = ResampledFrechet(features, mu_ref, sigma_ref, method)
-    order = np.random.default_rng(seed).permutation(frechet.count)
     sizes = fid_vs_n_sizes(frechet.count)
-    fids = []
-    for size in sizes:
-        if size == frechet.count and full_fid is not None:
-            fids.append(float(full_fid))
-            continue
-        counts = np.zeros(frechet.count, dtype=np.int64)
-        counts[order[:size]] = 1
-        with _small_matrices(min(size, frechet.dim)):
-            fids.append(frechet.distance(counts))
+    fids = [float(full_fid) if size == frechet.count and full_fid is not None else fid_of_first_n(frechet, size, seed)
+            for size in sizes]
     return {"n": sizes, "fid": fids, "seed": seed,
             "subsets": "first N of a seeded permutation of the samples (nested); reference statistics fixed",
             "full_count": "the reported FID" if full_fid is not None else "computed here",
