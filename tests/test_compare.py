@@ -85,6 +85,7 @@ ONE_FIELD_CHANGES = [
     ("snapshot (kimg)", "model.kimg", 10),
     ("precision", "sampler.precision", "bf16-autocast"),
     ("Fréchet route", "protocol.fid.route", "sqrtm"),
+    ("IS split rule", "protocol.is.split_rule", "ten-splits-below-50k"),
 ]
 
 
