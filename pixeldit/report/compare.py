@@ -59,6 +59,13 @@ def first_of(*paths: str) -> Reader:
     return read
 
 
+def seed_range_count(record: Mapping[str, Any]) -> int | None:
+    """How many seed ranges a record's values average: protocol.seed_ranges.count, 1 for a result scored on one sample
+    set (it records protocol.samples), None where neither is known (a published row)."""
+    count = _at(record, "protocol.seed_ranges.count")
+    return count if count is not None else (1 if _at(record, "protocol.samples.count") is not None else None)
+
+
 def all_of(*paths: str) -> Reader:
     """The values at all of `paths` as one list, None unless every one is recorded."""
     def read(record: Mapping[str, Any]) -> Any:
@@ -131,6 +138,9 @@ PROTOCOL_FIELDS: tuple[ProtocolField, ...] = (
     ProtocolField("seed", first_of("sampler.seed"), Verdict.COMPARABLE,
                   "another seed is another draw of the same distribution; EDM2 (Karras et al. 2024) reports the "
                   "minimum over seeds, so the spread matters for small gaps"),
+    ProtocolField("seed ranges", seed_range_count, Verdict.CAVEAT,
+                  "a mean over K seed ranges has one range's expected value with 1/sqrt(K) of its spread; EDM2 "
+                  "reports the minimum over ranges (<metric>_min), lower than the mean"),
     ProtocolField("EMA weights", first_of("model.weights"), Verdict.CAVEAT,
                   "EMA and raw weights of one run differ markedly in FID; DiT and EDM2 sample from EMA weights"),
     ProtocolField("snapshot (kimg)", first_of("model.kimg"), Verdict.CAVEAT,
