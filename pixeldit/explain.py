@@ -250,7 +250,8 @@ NOT_MEASURABLE: dict[str, str] = {
     "extractor": "another feature network: FID is defined on TF-Inception pool3 (other networks: `eval imagenet "
                  "--features`, their own metrics)",
     "resolution": "needs samples at B's resolution and a reference at it",
-    "seed": "another draw of the samples: needs B's samples (B's values are that draw)",
+    **dict.fromkeys(("seed", "first sample index"), "another draw of the samples: needs B's samples (B's values are "
+                                                    "that draw)"),
     "seed ranges": "needs a sample set per seed range: `pixeldit-bench sample --seed-ranges K`, then "
                    "`eval imagenet DIR --seed-ranges`",
     **dict.fromkeys(("label sampling", "quantisation", "sampler method", "sampler steps", "CFG scale", "CFG interval",

@@ -81,6 +81,7 @@ ONE_FIELD_CHANGES = [
     ("CFG interval", "sampler.cfg_max", 0.9),
     ("time shift", "sampler.shift", 2.0),
     ("seed", "sampler.seed", 1),
+    ("first sample index", "sampler.first_index", 10),
     ("seed ranges", "protocol.seed_ranges", {"count": 3, "images": 10}),
     ("EMA weights", "model.weights", "raw"),
     ("snapshot (kimg)", "model.kimg", 10),
@@ -91,7 +92,7 @@ ONE_FIELD_CHANGES = [
 
 
 # Paths a single run's result does not hold: a mean over seed ranges adds them (evaluators/imagenet/seed_ranges.py).
-ADDED_BY_SEED_RANGES = {"protocol.seed_ranges"}
+ADDED_BY_SEED_RANGES = {"protocol.seed_ranges", "sampler.first_index"}
 
 
 def test_every_registered_field_has_its_one_field_case():

@@ -66,6 +66,13 @@ def seed_range_count(record: Mapping[str, Any]) -> int | None:
     return count if count is not None else (1 if _at(record, "protocol.samples.count") is not None else None)
 
 
+def first_sample_index(record: Mapping[str, Any]) -> int | list[int] | None:
+    """The sample index a record's samples start at (a seed range's sampler.first_index; every range's for a mean over
+    seed ranges), 0 where only the seed is recorded: sets sampled before seed ranges, and range 0, start at 0."""
+    index = first_of("sampler.first_index", "protocol.seed_ranges.first_indices")(record)
+    return index if index is not None else (0 if _at(record, "sampler.seed") is not None else None)
+
+
 def all_of(*paths: str) -> Reader:
     """The values at all of `paths` as one list, None unless every one is recorded."""
     def read(record: Mapping[str, Any]) -> Any:
@@ -138,6 +145,8 @@ PROTOCOL_FIELDS: tuple[ProtocolField, ...] = (
     ProtocolField("seed", first_of("sampler.seed"), Verdict.COMPARABLE,
                   "another seed is another draw of the same distribution; EDM2 (Karras et al. 2024) reports the "
                   "minimum over seeds, so the spread matters for small gaps"),
+    ProtocolField("first sample index", first_sample_index, Verdict.COMPARABLE,
+                  "another seed range (`sample --seed-ranges`): other noise of the same seed, like another seed"),
     ProtocolField("seed ranges", seed_range_count, Verdict.CAVEAT,
                   "a mean over K seed ranges has one range's expected value with 1/sqrt(K) of its spread; EDM2 "
                   "reports the minimum over ranges (<metric>_min), lower than the mean"),
