@@ -183,6 +183,8 @@ def _weights(rescoring: Rescoring, difference: FieldComparison, b: Mapping[str, 
     if name not in WEIGHTS_OPTION:
         return Effect(reason=f"B's extractor weights ({name or 'unnamed'}) are not one of this harness's Inception "
                              f"files ({', '.join(WEIGHTS_OPTION)})")
+    if name == first_of("protocol.extractor.weights")(rescoring.record):
+        return Effect(reason=f"B's {name} file differs from A's; this machine holds one file of that name")
     return rescoring.effect(f"weights={WEIGHTS_OPTION[name]}", weights=WEIGHTS_OPTION[name])
 
 

@@ -102,6 +102,11 @@ def test_what_cannot_be_measured_says_why_in_one_line(scored, tmp_path):
     assert fields["CFG scale"]["explain"]["reason"] == NEEDS_NEW_SAMPLES
     assert "none of A's metrics (fid, kid, kid_std) changes with is_split_rule" in (
         fields["IS split rule"]["explain"]["reason"])                  # offline weights: no IS to split
+    full = _with(record, protocol__extractor__weights="inception", protocol__extractor__features_sha256="0" * 64)
+    code, _, fields = _explain(tmp_path, record, full, "--json")
+    assert code == EXIT_CHECK_FAILED                                  # other extractor weights: not comparable
+    reason = fields["extractor weights sha256"]["explain"]["reason"]
+    assert reason.startswith("rescoring failed") and "weights fetch inception" in reason   # offline: not installed
 
 
 def test_unreadable_samples_and_bad_devices(scored, tmp_path):
