@@ -126,3 +126,15 @@ def test_the_report_shows_the_spread_over_ranges_labelled_as_such(aggregate, tmp
     assert note.startswith("mean ± std over 3 seed ranges of 10 samples each") and "not a bootstrap" in note
     page = (plan.out_dir / "index.html").read_text()
     assert f"± {values['fid_std']:.4g} (std over 3 seed ranges, min {values['fid_min']:.4g})" in page
+
+
+def test_dry_run_lists_the_ranges_and_scores_nothing(sampled, tmp_path):
+    samples, reference = sampled
+    out = tmp_path / "imagenet.json"
+    outcome = runner.invoke(app, ["eval", "imagenet", str(samples), "--seed-ranges", "--ref", str(reference),
+                                  "--weights", "offline", "--out", str(out), "--dry-run"])
+    assert outcome.exit_code == 0, outcome.output
+    plan = json.loads(outcome.stdout)
+    assert [(item["first_index"], item["count"]) for item in plan["seed_ranges"]] == [(0, N), (N, N), (2 * N, N)]
+    assert plan["samples"]["source"] == str(samples / "range-0" / "samples.npz")     # the plan of the first range
+    assert not out.exists()
