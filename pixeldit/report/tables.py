@@ -125,8 +125,8 @@ def _measured_metric(table: Table, row: pd.Series | None, metric: MetricColumn) 
     ranges, spread = _value(row, "seed_ranges"), _value(row, f"{metric.key}_std")
     if ranges is not None and spread is not None and cell.value is not None:
         mark = table.note(f"mean ± std over {ranges['count']} seed ranges of {ranges['images']:,} samples each (std "
-                          f"across the ranges, ddof 1; not a bootstrap); EDM2's minimum over the ranges is "
-                          f"<metric>_min in the result")
+                          f"across the ranges, ddof 1; not a bootstrap); the minimum over the ranges (EDM2's number) "
+                          f"is each metric's _min value in the result")
         return Cell(f"{cell.text} ± {float(spread):.{metric.decimals}f}", cell.value, cell.marks + (mark,))
     boot = _fid_bootstrap(row) if metric.key == "fid" else None
     if boot is None or cell.value is None:
