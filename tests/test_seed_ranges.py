@@ -109,6 +109,8 @@ def test_compare_tells_a_mean_over_ranges_from_one_run(sampled, aggregate, tmp_p
     [difference] = [entry for entry in report["differences"] if entry["field"] == "seed ranges"]
     assert (difference["a"], difference["b"], difference["verdict"]) == (1, RANGES, "comparable with caveat")
     assert "--seed-ranges" in difference["explain"]["reason"]
+    # the mean against one range; kid_std (a spread over ranges vs KID's over subsets) is not set beside its namesake
+    assert [metric["metric"] for metric in report["metrics"]] == ["fid", "kid"]
     [indices] = [entry for entry in report["differences"] if entry["field"] == "first sample index"]
     assert (indices["a"], indices["b"], indices["verdict"]) == (0, [0, N, 2 * N], "comparable")
 

@@ -309,9 +309,18 @@ def compare_records(a: Side, b: Side) -> Comparison:
         elif not _same(value_a, value_b):
             differences.append(FieldComparison(protocol_field, value_a, value_b, protocol_field.if_different))
     values_a, values_b = a.record.get("values") or {}, b.record.get("values") or {}
+    # A mean over seed ranges records <metric>_std / _min over its ranges; a single run's kid_std is KID's spread over
+    # subsets: under different range counts the same name means different things, so those are not set side by side.
+    ranges_differ = seed_range_count(a.record) != seed_range_count(b.record)
+
+    def companion(metric: str) -> bool:
+        stem, _, suffix = metric.rpartition("_")
+        return ranges_differ and suffix in ("std", "min") and stem in values_a
+
     metrics = tuple(MetricComparison(metric, _number(values_a[metric]), _number(values_b.get(metric)))
                     for metric in values_a
-                    if _number(values_a[metric]) is not None and _number(values_b.get(metric)) is not None)
+                    if _number(values_a[metric]) is not None and _number(values_b.get(metric)) is not None
+                    and not companion(metric))
     return Comparison(a, b, tuple(differences), tuple(not_recorded), metrics)
 
 
