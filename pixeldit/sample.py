@@ -10,6 +10,12 @@ of processes; see `sample_shards` for when the images are bit-identical too):
 - Noise: sample i's noise comes from its own `torch.Generator` (CPU, float32) seeded with a hash of
   (seed, i) — see `noise_seed` — so it depends on nothing else. The model forward itself is the only
   place where batch composition can enter, through the kernels the backend picks.
+- Seed ranges (EDM2 reports a metric over several independent seed ranges of 50,000 images): position k of a
+  sample set holds sample index ``first_index + k`` (label and noise), 0 unless the settings record
+  ``first_index``. `pixeldit-bench sample --seed-ranges K` writes range r of n images as the set with
+  first_index = r·n in ``range-<r>/`` (`seed_range_folders`): the ranges' noise comes from disjoint indices,
+  their labels stay class-balanced (n is a multiple of the classes), range 0 is byte for byte the plain run
+  of the same n and seed, and range r equals images [r·n, (r+1)·n) of one run of K·n images.
 - Latent models (LatentDiT snapshots): the noise has the latent shape (C, h, w), and the sampled latents are
   decoded by the autoencoder the snapshot records (refused if its weights changed since training), so the
   shards hold uint8 images exactly like a pixel model's.
@@ -155,13 +161,17 @@ def generate(model: VelocityModel, indices: Sequence[int], sampler: Sampler, see
 
 
 def sampling_settings(sampler: Sampler, seed: int, network_sha256: str, resolution: int, num_classes: int,
-                      quantization: str, autocast_bf16: bool, latent: dict | None = None) -> dict:
+                      quantization: str, autocast_bf16: bool, latent: dict | None = None, first_index: int = 0) -> dict:
     """What makes two shards interchangeable; every shard records it and merge insists it is equal.
-    `latent`: a latent snapshot's record (its autoencoder and latent shape), None for pixel models."""
+    `latent`: a latent snapshot's record (its autoencoder and latent shape), None for pixel models.
+    `first_index`: the sample index of position 0 (seed ranges); recorded only when not 0, so the sidecars of a
+    plain run, and of seed range 0, are those written before seed ranges existed and stay complete."""
     settings = {"sampler": sampler.key, "seed": seed, "network_sha256": network_sha256, "resolution": resolution,
                 "num_classes": num_classes, "quantization": quantization,
                 "precision": "bf16-autocast" if autocast_bf16 else "fp32",
                 "labels": LABEL_RULE, "noise": NOISE_RULE.format(shape="3,H,W")}
+    if first_index:
+        settings["first_index"] = first_index
     if latent is not None:
         settings.update(noise=NOISE_RULE.format(shape=",".join(map(str, latent["latent_shape"]))),
                         autoencoder=latent["autoencoder_fingerprint"])
@@ -225,9 +235,10 @@ def sample_shards(network_path: str | os.PathLike, out_dir: str | os.PathLike, n
                   shard_size: int, shard_ids: Sequence[int] | None = None, *, batch_size: int = 64,
                   device: str | torch.device | None = None, autocast_bf16: bool = False,
                   resolution: int | None = None, quantization: str = "round", merge: bool = False,
-                  png: bool = False) -> dict:
+                  png: bool = False, first_index: int = 0) -> dict:
     """Fill the shards of [0, n) in `out_dir` (all or `shard_ids`; under torchrun this rank's share of them) with
-    EMA-weight samples, skipping complete ones; with `merge`, merge afterwards.
+    EMA-weight samples, skipping complete ones; with `merge`, merge afterwards. Position k holds sample index
+    `first_index` + k (its label and noise).
     Returns {"written": [...], "skipped": [...], "merged": path or None}.
 
     Outputs are bit-identical for any split into shards or processes as long as shard_size is a multiple of
@@ -236,10 +247,12 @@ def sample_shards(network_path: str | os.PathLike, out_dir: str | os.PathLike, n
     """
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"unknown quantisation {quantization!r}; choose one of {', '.join(QUANTIZATIONS)}")
+    if first_index < 0:
+        raise ValueError(f"first_index={first_index}: sample indices start at 0")
     plan = plan_sampling(network_path, n, shard_size, shard_ids, resolution)
     out_dir = Path(out_dir)
     settings = sampling_settings(sampler, seed, sha256_file(plan.network_path), plan.resolution, plan.num_classes,
-                                 quantization, autocast_bf16, plan.latent)
+                                 quantization, autocast_bf16, plan.latent, first_index)
     mine = [plan.shards[i] for i in plan.shard_ids]
     pending = pending_shards(out_dir, mine, settings)
     device = resolve_device(device)
@@ -257,8 +270,9 @@ def sample_shards(network_path: str | os.PathLike, out_dir: str | os.PathLike, n
     for first, last in pending:
         path = shard_file(out_dir, first, last)
         log.info("sampling %s", path.name)
-        images, labels = generate(model, range(first, last + 1), sampler, seed, plan.num_classes, plan.resolution,
-                                  batch_size, device, autocast_bf16, quantization, autoencoder, progress)
+        images, labels = generate(model, range(first_index + first, first_index + last + 1), sampler, seed,
+                                  plan.num_classes, plan.resolution, batch_size, device, autocast_bf16, quantization,
+                                  autoencoder, progress)
         save_npz_atomic(path, arr_0=images, arr_1=labels)
         write_sidecar(out_dir, first, last, settings, [path], count=last - first + 1,
                       sampler_config=dataclasses.asdict(sampler), network=network, device=str(device),
@@ -269,6 +283,17 @@ def sample_shards(network_path: str | os.PathLike, out_dir: str | os.PathLike, n
             "skipped": [shard_file(out_dir, a, b).name for a, b in mine if (a, b) not in pending],
             "merged": str(merged) if merged else None}
 
+
+SEED_RANGE_FOLDER = "range-{index}"
+
+
+def seed_range_folders(out_dir: str | os.PathLike, ranges: int, n: int) -> list[tuple[Path, int]]:
+    """(folder, first sample index) of each of `ranges` seed ranges of n images under `out_dir`: range r starts at
+    sample index r·n, so the ranges' indices, hence their noise, are disjoint."""
+    if ranges < 2:
+        raise ValueError(f"--seed-ranges {ranges}: seed ranges are for a mean and spread over at least 2 sets; "
+                         f"leave it out for one")
+    return [(Path(out_dir) / SEED_RANGE_FOLDER.format(index=index), index * n) for index in range(ranges)]
 
 def network_summary(model: torch.nn.Module, metadata: dict, sampler: Sampler, resolution: int,
                     autoencoder: LatentAutoencoder | None) -> dict:
@@ -307,7 +332,8 @@ def _verified_shards(out_dir: Path, n: int | None) -> list[Shard]:
         raise ValueError(f"the shards hold {count} samples, not a multiple of {settings['num_classes']} classes; "
                          f"sample up to a multiple first")
     labels = np.concatenate([load_array(shard_file(out_dir, shard.first, shard.last), "arr_1") for shard in table])
-    if not np.array_equal(labels, class_labels(range(count), settings["num_classes"])):
+    first_index = settings.get("first_index", 0)
+    if not np.array_equal(labels, class_labels(range(first_index, first_index + count), settings["num_classes"])):
         raise ValueError("shard labels do not follow the 'index mod num_classes' rule; the shards were not written "
                          "by this sampler — delete them and resample")
     return table

@@ -476,3 +476,55 @@ def test_cli_presets_and_merge_dry_run(cli, reference_dir):
     check = CliRunner().invoke(cli, ["sample", "merge", str(reference_dir), "--dry-run"])
     assert check.exit_code == 0 and json.loads(check.output)["count"] == N
 
+
+
+# ------------------------------------------------------------------------------------------------
+# Seed ranges
+
+
+@pytest.fixture(scope="module")
+def seed_ranges(cli, network, tmp_path_factory) -> Path:
+    """`sample --seed-ranges 2` of N images with the reference run's settings."""
+    out = tmp_path_factory.mktemp("seed-ranges")
+    result = CliRunner().invoke(cli, ["sample", str(network), "--out", str(out), "--n", str(N), "--sampler",
+                                      SAMPLER.key, "--seed", "7", "--batch-size", "4", "--shard-size", "4",
+                                      "--seed-ranges", "2"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("5 shards written") == 2
+    return out
+
+
+def test_seed_range_0_is_the_plain_run_byte_for_byte(seed_ranges, reference_dir):
+    range_0 = seed_ranges / "range-0"
+    files = sorted(path.relative_to(reference_dir) for path in reference_dir.rglob("*.npz"))
+    assert files and files == sorted(path.relative_to(range_0) for path in range_0.rglob("*.npz"))
+    for name in files:
+        assert (range_0 / name).read_bytes() == (reference_dir / name).read_bytes(), name
+    assert (range_0 / "samples.json").read_bytes() == (reference_dir / "samples.json").read_bytes()
+
+
+def test_seed_ranges_take_disjoint_indices_of_one_longer_run(seed_ranges, reference_dir, network, tmp_path):
+    """Range 1 holds sample indices [N, 2N): the images of one 2N run there, so no range repeats another's noise."""
+    longer = tmp_path / "longer"
+    sample_shards(network, longer, 2 * N, SAMPLER, seed=7, shard_size=4, batch_size=4, merge=True)
+    range_1 = merged(seed_ranges / "range-1")
+    np.testing.assert_array_equal(range_1["arr_0"], merged(longer)["arr_0"][N:])
+    np.testing.assert_array_equal(range_1["arr_1"], merged(reference_dir)["arr_1"])     # still class-balanced
+    assert not np.array_equal(range_1["arr_0"], merged(reference_dir)["arr_0"])
+    settings = [json.loads((seed_ranges / f"range-{index}" / "samples.json").read_text())["settings"]
+                for index in (0, 1)]
+    assert "first_index" not in settings[0] and settings[1].pop("first_index") == N and settings[0] == settings[1]
+
+
+def test_seed_ranges_dry_run_and_refusals(cli, network, tmp_path):
+    args = ["sample", str(network), "--out", str(tmp_path / "dry"), "--n", str(N), "--sampler", SAMPLER.key]
+    dry = CliRunner().invoke(cli, [*args, "--seed-ranges", "3", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert [(Path(item["out"]).name, item["first_index"], item["last_index"])
+            for item in json.loads(dry.output)["seed_ranges"]] == [("range-0", 0, 19), ("range-1", 20, 39),
+                                                                   ("range-2", 40, 59)]
+    assert not (tmp_path / "dry").exists()
+    one = CliRunner().invoke(cli, [*args, "--seed-ranges", "1"])
+    assert one.exit_code == EXIT_BAD_INPUT and "at least 2" in one.output
+    with pytest.raises(ValueError, match="start at 0"):
+        sample_shards(network, tmp_path / "negative", N, SAMPLER, seed=7, shard_size=4, first_index=-N)

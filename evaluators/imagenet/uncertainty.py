@@ -182,6 +182,22 @@ def fid_vs_n_sizes(count: int, start: int = FID_VS_N_START) -> list[int]:
     return sizes + [count]
 
 
+def nested_subset(count: int, size: int, seed: int) -> np.ndarray:
+    """0/1 counts selecting the first `size` of a seeded permutation of `count` samples: the subsets of one seed are
+    nested (the first 100 hold the first 50), so FID(N) at growing N follows one set of samples."""
+    if not 2 <= size <= count:
+        raise ImageNetEvalError(f"a subset of {count} samples takes 2 to {count} of them, not {size}")
+    counts = np.zeros(count, dtype=np.int64)
+    counts[np.random.default_rng(seed).permutation(count)[:size]] = 1
+    return counts
+
+
+def fid_of_first_n(frechet: ResampledFrechet, size: int, seed: int = DEFAULT_BOOTSTRAP_SEED) -> float:
+    """FID of the first `size` samples of the seeded permutation: one point of `fid_vs_n`'s curve, at any size."""
+    with _small_matrices(min(size, frechet.dim)):
+        return frechet.distance(nested_subset(frechet.count, size, seed))
+
+
 def fid_vs_n(features: np.ndarray, mu_ref: np.ndarray, sigma_ref: np.ndarray, *, seed: int = DEFAULT_BOOTSTRAP_SEED,
              full_fid: float | None = None, method: str = "auto") -> dict:
     """FID of the first N samples of a seeded permutation for N in `fid_vs_n_sizes`; at the full count the FID of
@@ -189,19 +205,14 @@ def fid_vs_n(features: np.ndarray, mu_ref: np.ndarray, sigma_ref: np.ndarray, *,
     more samples than dimensions (`_streamed_fids`), else resamples with weights (`ResampledFrechet`)."""
     started = time.perf_counter()
     count, dim = np.shape(features)
-    order = np.random.default_rng(seed).permutation(count)
     sizes = fid_vs_n_sizes(count)
     wanted = sizes[:-1] if full_fid is not None else sizes
     if method == "auto" and count > dim:
+        order = np.random.default_rng(seed).permutation(count)
         method, fids = "streamed", _streamed_fids(features, order, wanted, mu_ref, sigma_ref)
     else:
         frechet = ResampledFrechet(features, mu_ref, sigma_ref, method)
-        method, fids = frechet.method, []
-        for size in wanted:
-            counts = np.zeros(frechet.count, dtype=np.int64)
-            counts[order[:size]] = 1
-            with _small_matrices(min(size, frechet.dim)):
-                fids.append(frechet.distance(counts))
+        method, fids = frechet.method, [fid_of_first_n(frechet, size, seed) for size in wanted]
     if full_fid is not None:
         fids.append(float(full_fid))
     return {"n": sizes, "fid": fids, "seed": seed,

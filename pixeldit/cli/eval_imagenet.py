@@ -26,6 +26,7 @@ from evaluators.imagenet.reference import (
     reference_summary,
     resolve_build_extractors,
 )
+from evaluators.imagenet.seed_ranges import evaluate_seed_ranges, find_seed_ranges
 from evaluators.imagenet.sources import open_images
 from evaluators.imagenet.uncertainty import DEFAULT_BOOTSTRAP_RESAMPLES, DEFAULT_BOOTSTRAP_SEED
 from evaluators.registry import evaluate
@@ -71,6 +72,11 @@ def print_result(record: dict) -> None:
         fp32 = pr["fp32"]
         captions.append(f"precision/recall with ADM's fp16 distances; fp32: {fp32['precision']:.4f} / "
                         f"{fp32['recall']:.4f} ({'differs' if pr['fp16_changes_result'] else 'same'})")
+    ranges = record["protocol"].get("seed_ranges")
+    if ranges:
+        captions.append(f"mean over {ranges['count']} seed ranges of {ranges['images']} images (first indices "
+                        f"{', '.join(map(str, ranges['first_indices']))}); <metric>_std: std over the ranges "
+                        f"(ddof 1); <metric>_min: EDM2's minimum")
     boot = record.get("extra", {}).get("fid_bootstrap")
     if boot:
         captions.append(f"FID bootstrap ({boot['resamples']} resamples of the samples, seed {boot['seed']}): "
@@ -87,7 +93,8 @@ FeaturesOption = Annotated[str, typer.Option(
 
 
 def eval_imagenet(
-    samples: Annotated[Path, typer.Argument(help="ADM .npz (arr_0 uint8 NHWC), .npy, image folder or dataset.")],
+    samples: Annotated[Path, typer.Argument(help="ADM .npz (arr_0 uint8 NHWC), .npy, image folder or dataset; with "
+                                                 "--seed-ranges the --out folder of `sample --seed-ranges K`.")],
     ref: Annotated[str, typer.Option("--ref", "--reference", help="Reference: a registry name (`ref list`, e.g. "
                                      "adm-imagenet256), an ADM batch (VIRTUAL_imagenet256_labeled.npz), an EDM2 "
                                      "reference .pkl, a `ref build` file, or an image set.")],
@@ -118,6 +125,10 @@ def eval_imagenet(
                                                 "the FID(N) subset order.")] = DEFAULT_BOOTSTRAP_SEED,
     label: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE for the result's run section (repeatable), "
                                                             "e.g. variant=PixelDiT-XL group=ablation.")] = None,
+    seed_ranges: Annotated[bool, typer.Option(
+        "--seed-ranges", help="SAMPLES is a folder of seed ranges (`sample --seed-ranges K`): score each (its result "
+                              "beside its samples) and write one result of their mean, <metric>_std over the ranges "
+                              "and <metric>_min (EDM2's minimum).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate inputs, print the plan, compute nothing.")]
     = False,
 ) -> None:
@@ -131,26 +142,29 @@ def eval_imagenet(
       pixeldit-bench eval imagenet samples.npz --ref refs/in256.npz --backend torch-fidelity --dry-run
       pixeldit-bench eval imagenet samples.npz --ref adm-imagenet256 --bootstrap 200 --bootstrap-seed 1
       pixeldit-bench eval imagenet samples.npz --ref refs/in256.npz --features inception,dinov2
+      pixeldit-bench eval imagenet samples/xl --seed-ranges --ref adm-imagenet256 --out metrics/xl/imagenet.json
     """
     out = out or samples.with_name(f"{samples.stem if samples.suffix else samples.name}-imagenet.json")
     run = _labels(label or [])
     with exits_on(ImageNetEvalError, KeyError):
         # An explicit name is checked here; a registry name or an entry's file name is checked when it is opened.
         reference = open_reference(ref, Cache(cache_dir).memo, name=reference_name) if reference_name else ref
+    options = dict(backend=backend, metrics=metrics, batch_size=batch_size, device=_device(device), cache_dir=cache_dir,
+                   weights=weights, expected_samples=expected_samples, frechet=frechet, is_split_rule=is_splits,
+                   bootstrap=bootstrap, bootstrap_seed=bootstrap_seed, features=features)
     if dry_run:
         with exits_on(ImageNetEvalError):
-            plan = plan_imagenet(samples, reference, backend=backend, metrics=metrics, batch_size=batch_size,
-                                 device=_device(device), cache_dir=cache_dir, weights=weights,
-                                 expected_samples=expected_samples, frechet=frechet, is_split_rule=is_splits,
-                                 bootstrap=bootstrap, bootstrap_seed=bootstrap_seed, features=features)
-            console.print_json(json.dumps({**plan.summary(), "run": run, "out": str(out)}, default=str))
+            ranges = find_seed_ranges(samples) if seed_ranges else []
+            plan = plan_imagenet(ranges[0].samples if ranges else samples, reference, **options)
+            listed = {"seed_ranges": [{"samples": str(item.samples), "first_index": item.first_index,
+                                       "count": item.count} for item in ranges]} if ranges else {}
+            console.print_json(json.dumps({**plan.summary(), **listed, "run": run, "out": str(out)}, default=str))
         return
     with exits_on(ImageNetEvalError):
-        record = evaluate("imagenet", [samples, reference], out, backend=backend, metrics=metrics, batch_size=batch_size,
-                          device=_device(device), cache_dir=cache_dir, weights=weights,
-                          expected_samples=expected_samples, progress=True, run=run, frechet=frechet,
-                          is_split_rule=is_splits, bootstrap=bootstrap, bootstrap_seed=bootstrap_seed,
-                          features=features)
+        if seed_ranges:
+            record = evaluate_seed_ranges(samples, reference, out, progress=True, run=run, **options)
+        else:
+            record = evaluate("imagenet", [samples, reference], out, progress=True, run=run, **options)
     if current_world()[0] == 0:
         print_result(record)
         console.print(f"result written to {out}")

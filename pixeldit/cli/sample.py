@@ -17,7 +17,7 @@ from pixeldit.cli.console import console, default_command_group, exits_on, fail
 from pixeldit.infra.devices import distributed_world
 from pixeldit.infra.images import QUANTIZATIONS
 from pixeldit.infra.shards import parse_shard_ids
-from pixeldit.sample import check_shards, merge_shards, plan_sampling, sample_shards
+from pixeldit.sample import check_shards, merge_shards, plan_sampling, sample_shards, seed_range_folders
 from pixeldit.samplers import SAMPLER_PRESETS, get_sampler
 
 app = typer.Typer(cls=default_command_group("run"), no_args_is_help=True, rich_markup_mode="rich",
@@ -36,6 +36,10 @@ def sample_run(
                                          rich_help_panel="Sampling")] = "paper-256",
     seed: Annotated[int, typer.Option(help="Global seed; image i's noise depends only on (seed, i).",
                                       rich_help_panel="Sampling")] = 0,
+    seed_ranges: Annotated[Optional[int], typer.Option(
+        "--seed-ranges", help="Write K sets of N images from disjoint sample indices (EDM2's seed ranges), range r "
+                              "in OUT/range-<r> from index r·N; range 0 is the plain run. Score them with `eval "
+                              "imagenet OUT --seed-ranges`.", rich_help_panel="Sampling")] = None,
     resolution: Annotated[Optional[int], typer.Option(help="Image size (default: recorded in the network file).",
                                                       rich_help_panel="Sampling")] = None,
     quantization: Annotated[str, typer.Option(help="uint8 rounding: 'round' (PixelDiT/DiT) or 'floor' (ADM).",
@@ -69,6 +73,7 @@ def sample_run(
       pixeldit-bench sample results/runs/PixelDiT-S-4-0 --n 1000 --sampler ab2-50-cfg --out results/samples/s4
       pixeldit-bench sample imagenet256_xl_320ep.safetensors --sampler paper-256 --seed 1600 --bf16 --out out/256
       pixeldit-bench sample RUN --out DIR --shards 0-9 --no-merge      # one SLURM array task
+      pixeldit-bench sample RUN --n 50000 --sampler paper-256 --seed-ranges 3 --out DIR   # DIR/range-0 .. range-2
       torchrun --nproc_per_node 8 $(which pixeldit-bench) sample RUN --out DIR --bf16
       pixeldit-bench sample merge DIR                                  # after all ranks are done
       pixeldit-bench sample RUN --out DIR --dry-run
@@ -79,25 +84,31 @@ def sample_run(
         chosen = get_sampler(sampler)
         shard_ids = parse_shard_ids(shards)
         plan = plan_sampling(run_or_checkpoint, n, shard_size, shard_ids, resolution)
+        sets = seed_range_folders(out, seed_ranges, n) if seed_ranges is not None else [(out, 0)]
     _, world = distributed_world()
     # With a subset of shards or several ranks, other jobs fill the rest: merge once afterwards.
     partial = world > 1 or shard_ids is not None
     merge = merge and not partial
     if dry_run:
+        ranges = {"seed_ranges": [{"out": str(folder), "first_index": first, "last_index": first + n - 1}
+                                  for folder, first in sets]} if seed_ranges is not None else {}
         console.print_json(json.dumps({**plan.describe(), "sampler": chosen.key, "seed": seed, "out": str(out),
                                        "batch_size": batch_size, "shard_size": shard_size, "bf16": bf16,
                                        "quantization": quantization, "merge": merge, "png": png,
-                                       "model_evaluations_per_image": chosen.model_evaluations}))
+                                       "model_evaluations_per_image": chosen.model_evaluations, **ranges}))
         return
-    with exits_on(ValueError, FileNotFoundError, OSError, FloatingPointError):
-        result = sample_shards(plan.network_path, out, n, chosen, seed, shard_size, shard_ids,
-                               batch_size=batch_size, device=device, autocast_bf16=bf16, resolution=plan.resolution,
-                               quantization=quantization, merge=merge, png=png)
-    console.print(f"{len(result['written'])} shards written, {len(result['skipped'])} already complete in {out}")
-    if result["merged"]:
-        console.print(f"merged: {result['merged']}")
-    elif partial:
-        console.print(f"when every job is done, run: pixeldit-bench sample merge {out}")
+    for folder, first_index in sets:
+        with exits_on(ValueError, FileNotFoundError, OSError, FloatingPointError):
+            result = sample_shards(plan.network_path, folder, n, chosen, seed, shard_size, shard_ids,
+                                   batch_size=batch_size, device=device, autocast_bf16=bf16,
+                                   resolution=plan.resolution, quantization=quantization, merge=merge, png=png,
+                                   first_index=first_index)
+        console.print(f"{len(result['written'])} shards written, {len(result['skipped'])} already complete in "
+                      f"{folder}")
+        if result["merged"]:
+            console.print(f"merged: {result['merged']}")
+        elif partial:
+            console.print(f"when every job is done, run: pixeldit-bench sample merge {folder}")
 
 
 @app.command("merge")

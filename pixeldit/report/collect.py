@@ -14,7 +14,9 @@ to the reference file's name: `refs/<dataset>-<res>-<extractor>.npz` (README, "R
 `VIRTUAL_imagenet<res>…npz`.
 
 The ImageNet evaluator's FID uncertainty (`extra.fid_bootstrap`, `extra.fid_vs_n`) becomes the columns
-`fid_bootstrap` and `fid_vs_n` (dicts; None where a result has none).
+`fid_bootstrap` and `fid_vs_n` (dicts; None where a result has none); a mean over seed ranges
+(`eval imagenet --seed-ranges`) has its `protocol.seed_ranges` card in the column `seed_ranges`, and its values'
+`<metric>_std` / `<metric>_min` are columns like every value.
 
 Every value becomes a column named after its key (`fid`, `is`, `overall`, ...); a metric that
 was not computed is None there and its reason is in the `unavailable` column (a dict).
@@ -38,7 +40,7 @@ _REFERENCE_NAMES = (re.compile(r"^(?P<dataset>[A-Za-z0-9]+)-(?P<resolution>\d+)-
 META_COLUMNS = ("path", "run", "kimg", "sampler", "evaluator", "backend", "evaluator_version", "protocol_key",
                 "card", "dataset", "resolution", "setting", "group", "variant", "model_type", "params",
                 "gflops", "gflops_convention", "train_pflops", "epochs", "guidance", "nfe", "unavailable", "fid_bootstrap",
-                "fid_vs_n")
+                "fid_vs_n", "seed_ranges")
 
 
 def _first(record: Mapping[str, Any], key: str, sections: tuple[str, ...]) -> Any:
@@ -114,6 +116,13 @@ def _fid_vs_n(extra: Mapping[str, Any]) -> dict[str, Any] | None:
     return dict(curve) if curve["n"] and len(curve["n"]) == len(curve["fid"]) else None
 
 
+def _seed_ranges(protocol: Mapping[str, Any]) -> dict[str, Any] | None:
+    """protocol.seed_ranges when it says how many ranges of how many images the values average."""
+    card = protocol.get("seed_ranges")
+    usable = isinstance(card, Mapping) and all(isinstance(card.get(key), int) for key in ("count", "images"))
+    return dict(card) if usable else None
+
+
 def _row(path: Path, results_dir: Path, record: Mapping[str, Any]) -> dict[str, Any]:
     layout_run, layout_kimg, layout_sampler = _layout_parts(path, results_dir / "metrics")
     run, model, sampler = record.get("run") or {}, record.get("model") or {}, record.get("sampler") or {}
@@ -146,6 +155,7 @@ def _row(path: Path, results_dir: Path, record: Mapping[str, Any]) -> dict[str, 
         "unavailable": dict(record.get("unavailable") or {}),
         "fid_bootstrap": _bootstrap(record.get("extra") or {}),
         "fid_vs_n": _fid_vs_n(record.get("extra") or {}),
+        "seed_ranges": _seed_ranges(record.get("protocol") or {}),
     }
     for key, value in (record.get("values") or {}).items():
         if key in row:

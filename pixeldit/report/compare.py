@@ -59,6 +59,20 @@ def first_of(*paths: str) -> Reader:
     return read
 
 
+def seed_range_count(record: Mapping[str, Any]) -> int | None:
+    """How many seed ranges a record's values average: protocol.seed_ranges.count, 1 for a result scored on one sample
+    set (it records protocol.samples), None where neither is known (a published row)."""
+    count = _at(record, "protocol.seed_ranges.count")
+    return count if count is not None else (1 if _at(record, "protocol.samples.count") is not None else None)
+
+
+def first_sample_index(record: Mapping[str, Any]) -> int | list[int] | None:
+    """The sample index a record's samples start at (a seed range's sampler.first_index; every range's for a mean over
+    seed ranges), 0 where only the seed is recorded: sets sampled before seed ranges, and range 0, start at 0."""
+    index = first_of("sampler.first_index", "protocol.seed_ranges.first_indices")(record)
+    return index if index is not None else (0 if _at(record, "sampler.seed") is not None else None)
+
+
 def all_of(*paths: str) -> Reader:
     """The values at all of `paths` as one list, None unless every one is recorded."""
     def read(record: Mapping[str, Any]) -> Any:
@@ -131,6 +145,11 @@ PROTOCOL_FIELDS: tuple[ProtocolField, ...] = (
     ProtocolField("seed", first_of("sampler.seed"), Verdict.COMPARABLE,
                   "another seed is another draw of the same distribution; EDM2 (Karras et al. 2024) reports the "
                   "minimum over seeds, so the spread matters for small gaps"),
+    ProtocolField("first sample index", first_sample_index, Verdict.COMPARABLE,
+                  "another seed range (`sample --seed-ranges`): other noise of the same seed, like another seed"),
+    ProtocolField("seed ranges", seed_range_count, Verdict.CAVEAT,
+                  "a mean over K seed ranges has one range's expected value with 1/sqrt(K) of its spread; EDM2 "
+                  "reports the minimum over ranges (<metric>_min), lower than the mean"),
     ProtocolField("EMA weights", first_of("model.weights"), Verdict.CAVEAT,
                   "EMA and raw weights of one run differ markedly in FID; DiT and EDM2 sample from EMA weights"),
     ProtocolField("snapshot (kimg)", first_of("model.kimg"), Verdict.CAVEAT,
@@ -140,6 +159,9 @@ PROTOCOL_FIELDS: tuple[ProtocolField, ...] = (
     ProtocolField("Fréchet route", first_of("protocol.fid.route"), Verdict.COMPARABLE,
                   "sqrtm, eigh and gram agree within 1e-6 relative on the embedded results "
                   "(benchmarks/frechet_routes.py)"),
+    ProtocolField("IS split rule", first_of("protocol.is.split_rule"), Verdict.CAVEAT,
+                  "the IS alone: ADM's in-order splits of 5,000 vs 10 splits of count // 10 below 50,000 samples "
+                  "(task version 2) give different IS; identical from 50,000 on; the other metrics are unchanged"),
 )
 
 
@@ -287,9 +309,18 @@ def compare_records(a: Side, b: Side) -> Comparison:
         elif not _same(value_a, value_b):
             differences.append(FieldComparison(protocol_field, value_a, value_b, protocol_field.if_different))
     values_a, values_b = a.record.get("values") or {}, b.record.get("values") or {}
+    # A mean over seed ranges records <metric>_std / _min over its ranges; a single run's kid_std is KID's spread over
+    # subsets: under different range counts the same name means different things, so those are not set side by side.
+    ranges_differ = seed_range_count(a.record) != seed_range_count(b.record)
+
+    def companion(metric: str) -> bool:
+        stem, _, suffix = metric.rpartition("_")
+        return ranges_differ and suffix in ("std", "min") and stem in values_a
+
     metrics = tuple(MetricComparison(metric, _number(values_a[metric]), _number(values_b.get(metric)))
                     for metric in values_a
-                    if _number(values_a[metric]) is not None and _number(values_b.get(metric)) is not None)
+                    if _number(values_a[metric]) is not None and _number(values_b.get(metric)) is not None
+                    and not companion(metric))
     return Comparison(a, b, tuple(differences), tuple(not_recorded), metrics)
 
 

@@ -8,7 +8,8 @@ Built from the same tables and plots as report.md plus the result JSONs themselv
     plots              the PNGs under plots/ (SVG linked)
     samples            every samples/<run>/<kimg>/<sampler>/samples-grid.png, copied to grids/ (anchor per run)
     result files       every value of every result; `<metric>_std` values are shown as `value ± std`, an FID
-                       with its bootstrap std and 95% interval (`extra.fid_bootstrap`)
+                       with its bootstrap std and 95% interval (`extra.fid_bootstrap`), a mean over seed ranges
+                       as `mean ± std (std over K seed ranges, min <metric>_min)`
     reproduce          the report command and every command line a result records
 
 Every number carries its protocol card in a `<details>` (evaluator + protocol of a measured value, the
@@ -313,11 +314,15 @@ def _format_value(value: Any) -> str:
 
 
 def _values_text(record: Mapping[str, Any]) -> list[str]:
-    """'key value' per value, '± std' folded in where `<key>_std` is recorded, 'n/a' with the reason."""
+    """'key value' per value, '± std' folded in where `<key>_std` is recorded (with the range count and minimum for a
+    mean over seed ranges), 'n/a' with the reason."""
     values, unavailable = record.get("values") or {}, record.get("unavailable") or {}
+    ranges = (record.get("protocol") or {}).get("seed_ranges")
     shown = []
     for key, value in values.items():
         if key.endswith("_std") and key.removesuffix("_std") in values:
+            continue
+        if ranges and key.endswith("_min") and key.removesuffix("_min") in values:
             continue
         if value is None:
             reason = str(unavailable.get(key, "no reason recorded")).removeprefix("unavailable:").strip()
@@ -325,6 +330,9 @@ def _values_text(record: Mapping[str, Any]) -> list[str]:
             continue
         std = values.get(f"{key}_std")
         shown.append(f"{key} {_format_value(value)}" + (f" ± {_format_value(std)}" if std is not None else ""))
+        if ranges and std is not None:
+            shown[-1] += (f" (std over {ranges.get('count')} seed ranges, min "
+                          f"{_format_value(values.get(f'{key}_min'))})")
         boot = (record.get("extra") or {}).get("fid_bootstrap") if key == "fid" else None
         if isinstance(boot, Mapping) and all(isinstance(boot.get(name), numbers.Real) for name in ("std", "p2.5", "p97.5")):
             shown[-1] += (f" (bootstrap over the samples: ± {_format_value(float(boot['std']))}, 95% "

@@ -7,7 +7,9 @@
 
 A measured FID with a bootstrap (`extra.fid_bootstrap`) reads `value ± std`; rows of one table whose 95% bootstrap
 intervals overlap share a footnote mark `≈` (`≈2`, ... for further groups) naming the overlapping pairs: their
-FID difference lies inside the resampling spread.
+FID difference lies inside the resampling spread. A mean over seed ranges (`protocol.seed_ranges`) reads
+`mean ± std` in every metric it records `<metric>_std` for, with its own footnote (the std over the ranges,
+never a bootstrap's).
 
 Measured rows scored under different protocol cards (`pixeldit.infra.results.protocol_key`) are never
 mixed silently: a table refuses them unless `allow_mixed`, and then marks each row with its card.
@@ -126,6 +128,12 @@ def _measured_metric(table: Table, row: pd.Series | None, metric: MetricColumn) 
         return Cell(UNAVAILABLE, UNAVAILABLE, (table.note(f"n/a = not computed: {reason}"),))
     value = _value(row, metric.key)
     cell = number_cell(None if value is None else float(value), metric.decimals)
+    ranges, spread = _value(row, "seed_ranges"), _value(row, f"{metric.key}_std")
+    if ranges is not None and spread is not None and cell.value is not None:
+        mark = table.note(f"mean ± std over {ranges['count']} seed ranges of {ranges['images']:,} samples each (std "
+                          f"across the ranges, ddof 1; not a bootstrap); the minimum over the ranges (EDM2's number) "
+                          f"is each metric's _min value in the result")
+        return Cell(f"{cell.text} ± {float(spread):.{metric.decimals}f}", cell.value, cell.marks + (mark,))
     boot = _fid_bootstrap(row) if metric.key == "fid" else None
     if boot is None or cell.value is None:
         return cell
