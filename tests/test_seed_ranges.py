@@ -68,6 +68,7 @@ def test_the_aggregate_is_mean_std_and_minimum_of_the_ranges_results(sampled, ag
     # each range's result is the evaluator's own on that range's samples, and records where its indices start
     direct = evaluate_imagenet(samples / "range-1" / "samples.npz", reference, metrics="fid,kid", weights="offline")
     assert per_range[1]["values"] == direct["values"]
+    assert direct["sampler"]["first_index"] == N            # a range scored on its own says where it starts, too
     assert [result["sampler"]["first_index"] for result in per_range] == [0, N, 2 * N]
     card = record["protocol"]["seed_ranges"]
     assert (card["count"], card["images"], card["first_indices"]) == (RANGES, N, [0, N, 2 * N])

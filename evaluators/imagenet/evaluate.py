@@ -527,7 +527,8 @@ def sampler_and_model(samples) -> tuple[dict, dict]:
         return {}, {}
     settings, network = sidecar.get("settings") or {}, sidecar.get("network") or {}
     sampler = {"name": settings.get("sampler"), **(sidecar.get("sampler_config") or {}),
-               **{key: settings.get(key) for key in ("seed", "quantization", "precision", "labels")}}
+               **{key: settings.get(key) for key in ("seed", "quantization", "precision", "labels")},
+               **({"first_index": settings["first_index"]} if settings.get("first_index") else {})}
     model = {"network_sha256": settings.get("network_sha256"), "network": network.get("path"),
              "weights": network.get("weights"), "config": network.get("config"),
              **(network.get("summary") or {})}     # name, type, params, gflops, training and sampling compute
