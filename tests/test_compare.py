@@ -40,7 +40,7 @@ def result(tmp_path_factory):
     reference = folder / "reference.npz"
     np.savez(reference, arr_0=np.random.default_rng(0).integers(0, 256, (10, RESOLUTION, RESOLUTION, 3), np.uint8))
     return evaluate_imagenet(folder / "samples" / "samples.npz", reference, metrics=["fid", "kid"],
-                             weights="offline")
+                             weights="offline", features="dinov2")       # offline: a dinov2 block, its values n/a
 
 
 def _write(path, record):
@@ -66,6 +66,8 @@ ONE_FIELD_CHANGES = [
     ("task version", "evaluator.version", "999"),
     ("extractor", "protocol.extractor.name", "torchvision inception_v3"),
     ("extractor weights sha256", "protocol.extractor.features_sha256", "0" * 64),
+    ("other feature spaces (extractor: weights sha256)", "protocol.extractors",
+     {"dinov2": {"card": {"weights_file": {"sha256": "0" * 64}}}}),
     ("reference file", "protocol.reference.file", "renamed.npz"),
     ("reference sha256", "protocol.reference.sha256", "0" * 64),
     ("FID reference statistics", "protocol.fid.reference_statistics", "file"),

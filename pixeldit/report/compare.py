@@ -73,6 +73,15 @@ def first_sample_index(record: Mapping[str, Any]) -> int | list[int] | None:
     return index if index is not None else (0 if _at(record, "sampler.seed") is not None else None)
 
 
+def extra_extractor_weights(record: Mapping[str, Any]) -> dict[str, str | None] | None:
+    """{extractor: its weight file's sha256 (None when it was unavailable)} of the feature spaces a result adds to
+    ADM's suite (`eval imagenet --features`), None when it adds none."""
+    blocks = _at(record, "protocol.extractors")
+    if not isinstance(blocks, Mapping) or not blocks:
+        return None
+    return {name: _at(block, "card.weights_file.sha256") for name, block in sorted(blocks.items())}
+
+
 def all_of(*paths: str) -> Reader:
     """The values at all of `paths` as one list, None unless every one is recorded."""
     def read(record: Mapping[str, Any]) -> Any:
@@ -107,6 +116,9 @@ PROTOCOL_FIELDS: tuple[ProtocolField, ...] = (
                            "protocol.vqa.weights_sha256"), Verdict.NOT_COMPARABLE,
                   "same network, other weights (e.g. torchvision's Inception instead of the TF 2015-12-05 graph) "
                   "shifts FID (pytorch-fid README)"),
+    ProtocolField("other feature spaces (extractor: weights sha256)", extra_extractor_weights, Verdict.CAVEAT,
+                  "FD_DINOv2, CMMD and the other values of an extractor compare only under the same weights (None: "
+                  "unavailable on that side); ADM's Inception values are unaffected"),
     ProtocolField("reference file", first_of("protocol.reference.file"), Verdict.CAVEAT,
                   "a renamed file with the same sha256 is the same set; otherwise the sha256 row decides"),
     ProtocolField("reference sha256", first_of("protocol.reference.sha256"), Verdict.NOT_COMPARABLE,
