@@ -1,4 +1,7 @@
-"""The Inception weights: registry entry, offline conversion layer for layer, sFID feature layout."""
+"""The Inception weights: registry entry, offline conversion layer for layer, sFID feature layout; the CPU pass
+(ONNX Runtime) against torch-fidelity's module."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -122,3 +125,20 @@ def test_cpu_resize_is_bit_identical_to_torch_fidelity_s_tf1_resize(shape):
     expected = (interpolate_bilinear_2d_like_tensorflow1x(images.float(), size=(299, 299), align_corners=False)
                 - 128) / 128
     assert torch.equal(onnx_inception.resize_tf1(images), expected)
+
+
+def test_cpu_logits_are_torch_fidelity_s_unbiased_logits(offline, tmp_path):
+    """IS logits on CPU (pool3 @ fc.weight.T outside the ONNX graph), with a stand-in classifier: the real one
+    needs the full weights file, which is not here."""
+    state = torch.load(offline.path, weights_only=True)
+    generator = torch.Generator().manual_seed(0)
+    state["fc.weight"] = torch.randn(state["fc.weight"].shape, generator=generator) * 0.05
+    state["fc.bias"] = torch.randn(state["fc.bias"].shape, generator=generator)
+    torch.save(state, tmp_path / "with-classifier.pth")
+    weights = dataclasses.replace(offline, path=tmp_path / "with-classifier.pth", has_logits=True)
+    images = digits32_images()[0][:4]
+    with torch.inference_mode():
+        expected = inception.load_network(weights, "cpu")(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous())
+    out = inception.InceptionFeatures(weights, "cpu")(images)
+    assert set(out) == {"pool3", "spatial", "logits"} and out["logits"].shape == (4, 1008)
+    np.testing.assert_allclose(out["logits"], expected[1].numpy(), rtol=0, atol=1e-4)   # no bias: it is ~N(0, 1)
