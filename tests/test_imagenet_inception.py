@@ -1,9 +1,13 @@
-"""The Inception weights: registry entry, offline conversion layer for layer, sFID feature layout."""
+"""The Inception weights: registry entry, offline conversion layer for layer, sFID feature layout; the CPU pass
+(ONNX Runtime) against torch-fidelity's module."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
-from evaluators.imagenet import inception
+from evaluators.imagenet import inception, onnx_inception
+from pixeldit.data.digits import digits32_images
 from pixeldit.infra import weights as registry
 
 LAYERS = [("conv", "Conv2d_1a_3x3"), ("conv_1", "Conv2d_2a_3x3"), ("conv_2", "Conv2d_2b_3x3"), ("pool0", "MaxPool_1"),
@@ -79,22 +83,62 @@ def test_sfid_feature_is_nhwc_first_seven_channels():
     assert torch.equal(flat[1].reshape(17, 17, 7), mixed_6_conv[1, :7].permute(1, 2, 0))
 
 
-def test_extractor_gives_pool3_and_spatial_in_one_pass(offline):
+def test_cpu_extractor_matches_torch_fidelity_s_plain_network_on_real_digits(offline):
+    """The CPU pass (ONNX Runtime) against torch-fidelity's own module in plain NCHW: pool3, the sFID layer."""
     extractor = inception.InceptionFeatures(offline, "cpu")
+    plain = inception.load_network(offline, "cpu")
     grabbed = {}
-    extractor.network.Mixed_6d.branch1x1.register_forward_hook(lambda m, i, o: grabbed.__setitem__("x", o.clone()))
-    images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    plain.Mixed_6d.branch1x1.register_forward_hook(lambda m, i, o: grabbed.__setitem__("x", o.clone()))
+    images = digits32_images()[0][:24]                                # real 32×32 digits, resized to 299 inside
+    with torch.inference_mode():
+        expected = plain(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous())[0].numpy()   # (24, 2048)
     out = extractor(images)
     assert set(out) == {"pool3", "spatial"}                          # no logits without the classifier
-    assert out["pool3"].shape == (2, 2048) and out["spatial"].shape == (2, 2023)
-    np.testing.assert_array_equal(out["spatial"], grabbed["x"][:, :7].permute(0, 2, 3, 1).reshape(2, -1).numpy())
+    assert out["pool3"].shape == (24, 2048) and out["spatial"].shape == (24, 2023)
+    # measured on 512 digits: at most 1.6e-5 (pool3, values up to 5.5) and 2.8e-5 (spatial, up to 3.8)
+    assert np.abs(out["pool3"] - expected).max() <= 2e-5
+    np.testing.assert_allclose(out["spatial"], inception.flatten_spatial(grabbed["x"]).numpy(), rtol=0, atol=4e-5)
 
 
-def test_cpu_extractor_runs_channels_last_within_tolerance_of_the_plain_network(offline):
-    extractor = inception.InceptionFeatures(offline, "cpu")
-    assert extractor.network.Conv2d_1a_3x3.conv.weight.is_contiguous(memory_format=torch.channels_last)
-    plain = inception.load_network(offline, "cpu")
-    images = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+def test_onnx_graph_gives_the_same_bits_at_any_batch_split_and_thread_count(offline):
+    network = inception.load_network(offline, "cpu")
+    images = np.random.default_rng(1).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    one_thread = onnx_inception.OnnxInception(network, threads=1)(images)
+    two_threads = onnx_inception.OnnxInception(network, threads=2)
+    split = [two_threads(images[:2]), two_threads(images[2:])]
+    for whole, parts in zip(one_thread, zip(*split)):
+        np.testing.assert_array_equal(whole, np.concatenate(parts))
+
+
+def test_onnx_graph_refuses_an_operation_it_does_not_transcribe(offline):
+    network = inception.load_network(offline, "cpu")
+    network.Mixed_7c = torch.nn.Sequential(torch.nn.Sigmoid())
+    with pytest.raises(ValueError, match="Sigmoid is not transcribed"):
+        onnx_inception.onnx_model(network)
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (8, 8), (256, 256), (512, 384), (299, 299), (17, 300)])
+def test_cpu_resize_is_bit_identical_to_torch_fidelity_s_tf1_resize(shape):
+    from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
+
+    images = torch.randint(0, 256, (2, 3, *shape), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    expected = (interpolate_bilinear_2d_like_tensorflow1x(images.float(), size=(299, 299), align_corners=False)
+                - 128) / 128
+    assert torch.equal(onnx_inception.resize_tf1(images), expected)
+
+
+def test_cpu_logits_are_torch_fidelity_s_unbiased_logits(offline, tmp_path):
+    """IS logits on CPU (pool3 @ fc.weight.T outside the ONNX graph), with a stand-in classifier: the real one
+    needs the full weights file, which is not here."""
+    state = torch.load(offline.path, weights_only=True)
+    generator = torch.Generator().manual_seed(0)
+    state["fc.weight"] = torch.randn(state["fc.weight"].shape, generator=generator) * 0.05
+    state["fc.bias"] = torch.randn(state["fc.bias"].shape, generator=generator)
+    torch.save(state, tmp_path / "with-classifier.pth")
+    weights = dataclasses.replace(offline, path=tmp_path / "with-classifier.pth", has_logits=True)
+    images = digits32_images()[0][:4]
     with torch.inference_mode():
-        expected = plain(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous())[0].numpy()   # (2, 2048)
-    assert np.abs(extractor(images)["pool3"] - expected).max() <= 1e-4
+        expected = inception.load_network(weights, "cpu")(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous())
+    out = inception.InceptionFeatures(weights, "cpu")(images)
+    assert set(out) == {"pool3", "spatial", "logits"} and out["logits"].shape == (4, 1008)
+    np.testing.assert_allclose(out["logits"], expected[1].numpy(), rtol=0, atol=1e-4)   # no bias: it is ~N(0, 1)

@@ -59,8 +59,9 @@ from pixeldit.infra.devices import all_ranks_agree, batch_aligned_share, current
 from pixeldit.infra.files import sha256_file, temp_beside, write_json_atomic
 from pixeldit.infra.progress import Progress
 
-# v2: channels-last extraction on CPU; v3: sha256 per array; v4: streamed statistics of sets with n > d
-FORMAT = "pixeldit-bench/imagenet-features/v4"
+# v2: channels-last extraction on CPU; v3: sha256 per array; v4: ONNX Runtime on CPU; v5: streamed statistics of
+# sets with n > d
+FORMAT = "pixeldit-bench/imagenet-features/v5"
 DIMS = {"pool3": 2048, "spatial": 2023, "logits": 1008}
 
 
