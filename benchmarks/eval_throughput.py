@@ -80,6 +80,15 @@ def make_images(count: int, seed: int) -> np.ndarray:
 LOAD: dict[str, list[float]] = {}   # 1-minute load average before and after each phase (shared machines)
 
 
+def cpu_isa() -> dict:
+    """The CPU model and its widest vector extensions: torch's oneDNN kernels run ~1.9x slower on this
+    project's AVX2-only hosts than on AVX-512 ones, so timings from different hosts do not compare."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), None)
+    return {"model": model, "avx2": "avx2" in flags, "avx512f": "avx512f" in flags}
+
+
 def timed(call, phase: str):
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
@@ -320,7 +329,8 @@ def main() -> None:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     report = {"benchmark": "eval_throughput", "device": str(device),
               "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-              "cpu_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
+              "cpu_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "cpu": cpu_isa(),
+              "platform": platform.platform(),
               "torch": torch.__version__, "load_average_1min": LOAD}
     if not args.skip_evaluator:
         report.update(evaluator_against_torch_fidelity(args, device))
