@@ -49,3 +49,17 @@ def tiny_dataset(tmp_path_factory):
         writer.finish({"name": "tiny16", "num_classes": 10, "class_names": [str(c) for c in range(10)],
                        "source": {"kind": "tests"}, "preprocessing": "random", "prepare_command": "tests/conftest.py"})
     return out
+
+
+@pytest.fixture(scope="module")
+def digit_sets(imagenet_env, tmp_path_factory):
+    """(samples, reference) ADM .npz files: 60 real digits as samples, 40 disjoint ones as the reference."""
+    import numpy as np
+
+    from pixeldit.data.digits import digits32_images
+
+    images = digits32_images()[0]
+    folder = tmp_path_factory.mktemp("digit_sets")
+    np.savez(folder / "samples.npz", arr_0=images[:60])
+    np.savez(folder / "reference.npz", arr_0=images[200:240])
+    return folder / "samples.npz", folder / "reference.npz"

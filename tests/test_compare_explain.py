@@ -7,7 +7,6 @@ record with protocol fields changed, as `compare` sees a result scored another w
 import copy
 import json
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -22,17 +21,12 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def scored(imagenet_env, tmp_path_factory):
+def scored(digit_sets):
     """(A's record, its samples, its reference): FID and KID of 60 digits against 40 others, gram route."""
-    from pixeldit.data.digits import digits32_images
-
-    images = digits32_images()[0]
-    folder = tmp_path_factory.mktemp("explain")
-    np.savez(folder / "samples.npz", arr_0=images[:60])
-    np.savez(folder / "reference.npz", arr_0=images[200:240])
-    record = evaluate_imagenet(folder / "samples.npz", folder / "reference.npz", metrics="fid,kid", weights="offline")
+    samples, reference = digit_sets
+    record = evaluate_imagenet(samples, reference, metrics="fid,kid", weights="offline")
     record["sampler"] = {"cfg_scale": 1.0}
-    return record, folder / "samples.npz", folder / "reference.npz"
+    return record, samples, reference
 
 
 def _explain(tmp_path, a, b, *options):

@@ -129,18 +129,6 @@ def test_sizes_and_settings():
 # ------------------------------------------------------------------------ wired into evaluate_imagenet
 
 
-@pytest.fixture(scope="module")
-def digit_sets(imagenet_env, tmp_path_factory):
-    """60 real digits as samples (an ADM .npz), 40 disjoint ones as the reference."""
-    from pixeldit.data.digits import digits32_images
-
-    images = digits32_images()[0]
-    folder = tmp_path_factory.mktemp("uncertainty")
-    np.savez(folder / "samples.npz", arr_0=images[:60])
-    np.savez(folder / "reference.npz", arr_0=images[200:240])
-    return folder / "samples.npz", folder / "reference.npz"
-
-
 def test_evaluate_records_bootstrap_and_fid_vs_n(digit_sets):
     from evaluators.imagenet import evaluate_imagenet
 
