@@ -81,6 +81,20 @@ def test_ls_shows_how_far_each_run_trained_and_what_is_left(tmp_path):
     assert row["status"] == "resumable from 10 kimg" and row["snapshots"] == [10]
 
 
+def test_ls_lists_seed_range_sample_sets(tmp_path):
+    """A seed range's shards sit in range-<r>/ one level below the sampler folder; ls lists it beside the rest."""
+    sampler = tmp_path / "samples" / "pixeldit-s4" / "0000020" / "ab2-20-cfg"
+    (sampler / "range-1").mkdir(parents=True)
+    (sampler / "samples.json").write_text(json.dumps({"count": 200}))
+    (sampler / "range-1" / "shard-0000100-0000199.npz").write_bytes(b"")
+    result = runner.invoke(app, ["ls", "--results", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["samples"]: row for row in json.loads(result.output)["samples"]}
+    assert rows["pixeldit-s4/0000020/ab2-20-cfg"]["status"] == "merged (200)"
+    assert rows["pixeldit-s4/0000020/ab2-20-cfg/range-1"] == {"samples": "pixeldit-s4/0000020/ab2-20-cfg/range-1",
+                                                                "shards": 1, "status": "partial"}
+
+
 def test_bad_input_exits_with_code_1_and_a_message():
     result = runner.invoke(app, ["train", "digits32-s4", "--set", "no_such_field=1", "--dry-run"])
     assert result.exit_code == 1 and "unknown training setting" in result.output

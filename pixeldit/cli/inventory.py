@@ -47,8 +47,12 @@ def list_runs(results: Path) -> list[dict]:
 
 
 def list_samples(results: Path) -> list[dict]:
+    """Every sample set: a folder with shards or a merged samples.json, at any depth (a seed range's
+    `range-<r>/` sits one level below its sampler folder)."""
     rows = []
-    for directory in sorted({p.parent for p in (results / "samples").glob("*/*/*/*") if p.suffix in (".npz", ".json")}):
+    root = results / "samples"
+    found = [*root.rglob("shard-*.npz"), *root.rglob("samples.json"), *root.rglob("samples.npz")]
+    for directory in sorted({p.parent for p in found}):
         card = directory / "samples.json"
         shards = len(list(directory.glob("shard-*.npz")))
         count = json.loads(card.read_text())["count"] if card.exists() else None
