@@ -445,68 +445,61 @@ def _run_adm(plan: Plan, progress: bool) -> tuple[dict, dict]:
                                               "metrics": "hit"}, "timings_s": {}}
         return cached["values"], extra
 
-    timings = {}
+    timings = _Timings()
     lazy = LazyExtractor(weights, plan.device)
-    clock = time.perf_counter()
-    smp = extract(plan.samples, weights, lazy, cache=plan.cache, batch_size=plan.batch_size, progress=progress,
-                  label="samples")
-    timings["features_samples"] = time.perf_counter() - clock
+    with timings("features_samples"):
+        smp = extract(plan.samples, weights, lazy, cache=plan.cache, batch_size=plan.batch_size, progress=progress,
+                      label="samples")
     ref_feats = None
     if need_ref:
-        clock = time.perf_counter()
-        ref_feats = extract(ref.images, weights, lazy, cache=plan.cache, batch_size=plan.batch_size,
-                            progress=progress, label="reference")
-        timings["features_reference"] = time.perf_counter() - clock
+        with timings("features_reference"):
+            ref_feats = extract(ref.images, weights, lazy, cache=plan.cache, batch_size=plan.batch_size,
+                                progress=progress, label="reference")
     values, extra = {}, {}
     for metric, layer, stat in (("fid", "pool3", "fid"), ("sfid", "spatial", "sfid")):
         if metric in want:
-            clock = time.perf_counter()
-            mu2, sigma2 = ref.load_stats(stat) or ref_feats.moments(layer)
-            values[metric] = _frechet(smp, layer, mu2, sigma2, plan.frechet)
-            timings[metric] = time.perf_counter() - clock
+            with timings(metric):
+                mu2, sigma2 = ref.load_stats(stat) or ref_feats.moments(layer)
+                values[metric] = _frechet(smp, layer, mu2, sigma2, plan.frechet)
             if metric == "fid":
                 extra.update(_fid_uncertainty(plan, smp, mu2, sigma2, values["fid"], timings),
                              fid_uncertainty=_uncertainty_card(plan))
     if "is" in want:
-        clock = time.perf_counter()
-        values["is"], extra["is_split_scores"], extra["is_splits"] = inception_score(smp.logits, plan.is_split_rule)
-        timings["is"] = time.perf_counter() - clock
+        with timings("is"):
+            values["is"], extra["is_split_scores"], extra["is_splits"] = inception_score(smp.logits,
+                                                                                       plan.is_split_rule)
     if want & {"precision", "recall"}:
-        clock = time.perf_counter()
-        fp16 = precision_recall(ref_feats.pool3, smp.pool3, fp16=True, device=plan.device)
-        fp32 = precision_recall(ref_feats.pool3, smp.pool3, fp16=False, device=plan.device)
+        with timings("precision_recall"):
+            fp16 = precision_recall(ref_feats.pool3, smp.pool3, fp16=True, device=plan.device)
+            fp32 = precision_recall(ref_feats.pool3, smp.pool3, fp16=False, device=plan.device)
         for metric in ("precision", "recall"):
             if metric in want:
                 values[metric] = fp16[metric]
         extra["precision_recall"] = {
             "fp16_emulated": fp16, "fp32": fp32,
             "fp16_changes_result": (fp16["precision"], fp16["recall"]) != (fp32["precision"], fp32["recall"])}
-        timings["precision_recall"] = time.perf_counter() - clock
     if "kid" in want:
-        clock = time.perf_counter()
-        kid = kernel_inception_distance(smp.pool3, ref_feats.pool3)
+        with timings("kid"):
+            kid = kernel_inception_distance(smp.pool3, ref_feats.pool3)
         values["kid"], values["kid_std"] = kid["kid"], kid["kid_std"]
-        timings["kid"] = time.perf_counter() - clock
     extra["cache"] = {"samples_features": "hit" if smp.cache_hit else "miss",
                       "reference_features": None if ref_feats is None else "hit" if ref_feats.cache_hit else "miss",
                       "metrics": "miss"}
     extra["feature_extraction"] = {"samples": smp.meta, "reference": ref_feats.meta if ref_feats else None}
-    extra["timings_s"] = {name: round(seconds, 3) for name, seconds in timings.items()}
+    extra["timings_s"] = dict(timings)
     plan.cache.write_metrics(memo_key, {"values": values, "extra": extra})
     return values, extra
 
 
-def _fid_uncertainty(plan: Plan, features: FeatureSet, mu_ref, sigma_ref, fid: float, timings: dict) -> dict:
+def _fid_uncertainty(plan: Plan, features: FeatureSet, mu_ref, sigma_ref, fid: float, timings: _Timings) -> dict:
     """extra.fid_bootstrap (when the plan runs one) and extra.fid_vs_n of the samples' pool3, timed."""
     out = {}
     if plan.bootstrap:
-        clock = time.perf_counter()
-        out["fid_bootstrap"] = bootstrap_fid(features.pool3, mu_ref, sigma_ref, resamples=plan.bootstrap,
-                                             seed=plan.bootstrap_seed)
-        timings["fid_bootstrap"] = time.perf_counter() - clock
-    clock = time.perf_counter()
-    out["fid_vs_n"] = fid_vs_n(features.pool3, mu_ref, sigma_ref, seed=plan.bootstrap_seed, full_fid=fid)
-    timings["fid_vs_n"] = time.perf_counter() - clock
+        with timings("fid_bootstrap"):
+            out["fid_bootstrap"] = bootstrap_fid(features.pool3, mu_ref, sigma_ref, resamples=plan.bootstrap,
+                                                 seed=plan.bootstrap_seed)
+    with timings("fid_vs_n"):
+        out["fid_vs_n"] = fid_vs_n(features.pool3, mu_ref, sigma_ref, seed=plan.bootstrap_seed, full_fid=fid)
     return out
 
 
