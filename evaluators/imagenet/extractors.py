@@ -108,13 +108,9 @@ def normalise_features(features) -> tuple[str, ...]:
     return tuple(names)
 
 
-def metric_name(metric: str, name: str) -> str:
-    return f"{metric}_{name}"
-
-
 def metric_names(name: str) -> dict[str, str]:
     """{metric: value name} of an extractor's metrics, in result order."""
-    return {metric: metric_name(metric, name) for metric in get_extractor(name).metrics}
+    return {metric: f"{metric}_{name}" for metric in get_extractor(name).metrics}
 
 
 def unavailable_reason(entry: Extractor) -> str:

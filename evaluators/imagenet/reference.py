@@ -131,12 +131,9 @@ class Reference:
         if self.kind == "edm2-statistics":
             stats = _edm2_statistics(self.path).get(which)
             return None if stats is None else (stats["mu"], stats["sigma"])
-        if which.startswith("fd_") and which[3:] in self.extractor_stats:
-            keys = (f"mu_{which[3:]}", f"sigma_{which[3:]}")
-        else:
-            keys = ADM_STATS.get(which)
-            if keys is None or not set(keys) <= set(self.stat_keys):
-                return None
+        keys = self._stored_keys(which)
+        if keys is None:
+            return None
         with np.load(self.path) as data:
             mu, sigma = (np.asarray(data[key]) for key in keys)
         dim = STAT_SHAPES[keys[0]][0] if keys[0] in STAT_SHAPES else len(mu)
@@ -150,9 +147,14 @@ class Reference:
         """Whether `load_stats(which)` finds statistics (without loading them)."""
         if self.kind == "edm2-statistics":
             return which in EDM2_DIMS and (which == "fid" or which in _edm2_statistics(self.path))
+        return self._stored_keys(which) is not None
+
+    def _stored_keys(self, which: str) -> tuple[str, str] | None:
+        """The (mu, sigma) array names of an ADM-format file for `which`; None when the file has none."""
         if which.startswith("fd_") and which[3:] in self.extractor_stats:
-            return True
-        return which in ADM_STATS and set(ADM_STATS[which]) <= set(self.stat_keys)
+            return f"mu_{which[3:]}", f"sigma_{which[3:]}"
+        keys = ADM_STATS.get(which)
+        return keys if keys is not None and set(keys) <= set(self.stat_keys) else None
 
 
 def _edm2_statistics(path: Path) -> dict:
