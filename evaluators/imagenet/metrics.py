@@ -68,12 +68,18 @@ FRECHET_ROUTES = {
 }
 
 
+def psd_sqrt(sigma: np.ndarray) -> np.ndarray:
+    """(d, d) float64 S^1/2 of a covariance from its eigendecomposition; eigenvalues that rounding makes slightly
+    negative (rank-deficient covariances: fewer images than dimensions) are 0."""
+    eigenvalues, eigenvectors = np.linalg.eigh(np.asarray(sigma, dtype=np.float64))
+    return (eigenvectors * np.sqrt(np.clip(eigenvalues, 0, None))) @ eigenvectors.T
+
+
 def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     """tr sqrt(sigma1 @ sigma2) for covariances (symmetric PSD): the eigenvalues of sigma1 sigma2 are those of
-    the symmetric S1^1/2 sigma2 S1^1/2, so two eigendecompositions replace the Schur-based sqrtm; eigenvalues
-    that rounding makes slightly negative (rank-deficient covariances: fewer images than dimensions) are 0."""
-    eigenvalues, eigenvectors = np.linalg.eigh(np.asarray(sigma1, dtype=np.float64))
-    root = (eigenvectors * np.sqrt(np.clip(eigenvalues, 0, None))) @ eigenvectors.T          # (d, d) S1^1/2
+    the symmetric S1^1/2 sigma2 S1^1/2, so two eigendecompositions replace the Schur-based sqrtm (negative
+    eigenvalues from rounding as 0)."""
+    root = psd_sqrt(sigma1)                                                                # (d, d) S1^1/2
     product = root @ np.asarray(sigma2, dtype=np.float64) @ root                           # (d, d) symmetric
     return float(np.sqrt(np.clip(np.linalg.eigvalsh((product + product.T) / 2), 0, None)).sum())
 
