@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from evaluators.imagenet.evaluate import plan_imagenet
 from evaluators.imagenet.features import LazyExtractor, extract
-from evaluators.imagenet.metrics import fid_statistics
 from evaluators.imagenet.uncertainty import DEFAULT_BOOTSTRAP_SEED, ResampledFrechet, fid_of_first_n
 
 
@@ -21,8 +20,9 @@ def fid_at_sample_count(samples, reference, size: int, *, seed: int = DEFAULT_BO
                          batch_size=batch_size, bootstrap=0)
     extractor = LazyExtractor(plan.weights, plan.device)
 
-    def pool3(images):
-        return extract(images, plan.weights, extractor, cache=plan.cache, batch_size=plan.batch_size).pool3
+    def features(images):
+        return extract(images, plan.weights, extractor, cache=plan.cache, batch_size=plan.batch_size)
 
-    statistics = plan.reference.load_stats("fid") or fid_statistics(pool3(plan.reference.images))
-    return fid_of_first_n(ResampledFrechet(pool3(plan.samples), *statistics), size, seed)
+    # the evaluator's own reference statistics (FeatureSet.moments: streamed above 2,048 images)
+    statistics = plan.reference.load_stats("fid") or features(plan.reference.images).moments("pool3")
+    return fid_of_first_n(ResampledFrechet(features(plan.samples).pool3, *statistics), size, seed)
