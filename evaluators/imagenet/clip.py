@@ -58,6 +58,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from evaluators.imagenet.checkpoints import read_state_dict
 from evaluators.imagenet.errors import ImageNetEvalError
 from evaluators.imagenet.inception import no_tf32
 from pixeldit.infra import weights as registry
@@ -200,20 +201,6 @@ def build_network(config: dict | None = None):
     return network.eval().requires_grad_(False)
 
 
-def _read_state_dict(path: Path, what: str) -> dict:
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:       # noqa: BLE001 - torch / safetensors raise many kinds for a file that is not a checkpoint
-        raise ImageNetEvalError(f"{path} is not a readable {what} checkpoint: {str(error).splitlines()[0]}") from None
-    if not isinstance(state, dict):
-        raise ImageNetEvalError(f"{path} is not a {what} checkpoint: it holds a {type(state).__name__}, not a state dict")
-    return state
-
-
 def _names(keys: list[str], limit: int = 6) -> str:
     shown = ", ".join(keys[:limit])
     return f"{shown}, … ({len(keys)} in all)" if len(keys) > limit else shown
@@ -228,7 +215,7 @@ def load_official(path, config: dict | None = None, device: str | torch.device =
     path = Path(path)
     config = VITL14_336 if config is None else config
     what = "CLIP ViT-L/14-336" if config == VITL14_336 else f"CLIP vision {config}"
-    state = {name: tensor for name, tensor in _read_state_dict(path, what).items()
+    state = {name: tensor for name, tensor in read_state_dict(path, what).items()
              if not name.startswith(IGNORED_PREFIXES)}
     with torch.device("meta"):                    # names and shapes only: a file is refused before the real build
         expected = build_network(config).state_dict()

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from evaluators.imagenet.checkpoints import read_state_dict
 from evaluators.imagenet.errors import ImageNetEvalError
 from pixeldit.infra import weights as registry
 
@@ -153,14 +154,9 @@ def load_official(path, device: str | torch.device = "cpu", config: dict | None 
     config: the architecture (`DinoV2ViT`'s arguments), ViT-L/14 by default; tests pass tiny ones."""
     config = VITL14 if config is None else config
     what = "DINOv2 ViT-L/14" if config == VITL14 else f"DINOv2 ViT {config}"
-    try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:       # noqa: BLE001 - torch raises many kinds for a file that is not a checkpoint
-        raise ImageNetEvalError(f"{path} is not a readable {what} checkpoint: {str(error).splitlines()[0]}") from None
+    state_dict = read_state_dict(path, what)
     network = DinoV2ViT(**config)
     try:
-        if not isinstance(state_dict, dict):
-            raise RuntimeError(f"it holds a {type(state_dict).__name__}, not a state dict")
         network.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:
         raise ImageNetEvalError(f"{path} is not a {what} checkpoint in the official format: "
