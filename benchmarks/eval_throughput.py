@@ -52,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 import pixeldit  # noqa: E402,F401  (torchvision shim before torch-fidelity)
+from benchmarks.host import cpu_isa  # noqa: E402
 from evaluators.imagenet import evaluate_imagenet, resolve_weights  # noqa: E402
 from evaluators.imagenet.extractors import get_extractor, resolve_extractor  # noqa: E402
 from evaluators.imagenet.features import Cache, Layout, LazyExtractor, extract  # noqa: E402
@@ -78,15 +79,6 @@ def make_images(count: int, seed: int) -> np.ndarray:
 
 
 LOAD: dict[str, list[float]] = {}   # 1-minute load average before and after each phase (shared machines)
-
-
-def cpu_isa() -> dict:
-    """The CPU model and its widest vector extensions: torch's oneDNN kernels run ~1.9x slower on this
-    project's AVX2-only hosts than on AVX-512 ones, so timings from different hosts do not compare."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), None)
-    return {"model": model, "avx2": "avx2" in flags, "avx512f": "avx512f" in flags}
 
 
 def timed(call, phase: str):

@@ -39,5 +39,7 @@ rule eval_registered:
         evaluator="|".join(REGISTERED_EVALUATORS) or "(?!)",   # (?!) matches nothing: none registered
     log:
         f"{RESULTS}/logs/eval/{{run}}-{{kimg}}-{{sampler}}-{{evaluator}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/eval/{{run}}-{{kimg}}-{{sampler}}-{{evaluator}}.tsv"
     shell:
         "pixeldit-bench eval {wildcards.evaluator} {input.samples} --out {output} > {log} 2>&1"

@@ -38,6 +38,8 @@ rule cache_latents:
         out=lambda wildcards, output: str(Path(output[0]).parent),
     log:
         f"{RESULTS}/logs/latent/{{ae}}-cache.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/latent/{{ae}}-cache.tsv"
     threads: config["resources"]["sample_threads"]
     resources:
         gpu=config["resources"]["sample_gpus"],
@@ -60,6 +62,8 @@ rule reconstruct_reference:
         split=config["reference"].get("split", "reference"),
     log:
         f"{RESULTS}/logs/latent/{{ae}}-reconstruct.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/latent/{{ae}}-reconstruct.tsv"
     threads: config["resources"]["sample_threads"]
     resources:
         mem_mb=config["resources"]["sample_mem_mb"],
@@ -79,6 +83,8 @@ rule eval_reconstruction:
         dataset=config["dataset"]["name"],
     log:
         f"{RESULTS}/logs/eval/{{ae}}-rfid.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/eval/{{ae}}-rfid.tsv"
     threads: config["resources"]["eval_threads"]
     resources:
         gpu=config["resources"]["eval_gpus"],

@@ -22,6 +22,8 @@ rule report:
         mixed="--allow-mixed" if config.get("report", {}).get("allow_mixed") else "",
     log:
         f"{RESULTS}/logs/report.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report.tsv"
     threads: 1
     shell:
         "pixeldit-bench report --results {params.results} --out {params.out} {params.mixed} > {log} 2>&1"

@@ -48,6 +48,8 @@ rule merge_samples:
         n=SAMPLING["n"],
     log:
         f"{RESULTS}/logs/sample/{{run}}-{{kimg}}-{{sampler}}-merge.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/merge/{{run}}-{{kimg}}-{{sampler}}.tsv"
     threads: 1
     resources:
         mem_mb=8000,

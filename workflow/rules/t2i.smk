@@ -80,6 +80,8 @@ rule t2i_import:
         res=lambda wildcards: T2I_RUNS[wildcards.run].get("resolution", 1024),
     log:
         f"{RESULTS}/logs/t2i/import-{{run}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/t2i/import-{{run}}.tsv"
     threads: 1
     resources:
         mem_mb=32000,
@@ -155,6 +157,8 @@ rule t2i_finish:
         out=lambda wildcards: t2i_sample_dir(wildcards.run, wildcards.prompts, wildcards.sampler),
     log:
         f"{RESULTS}/logs/t2i/{{run}}-{{prompts}}-{{sampler}}-finish.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/t2i/{{run}}-{{prompts}}-{{sampler}}-finish.tsv"
     threads: 1
     resources:
         mem_mb=4000,

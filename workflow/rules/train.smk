@@ -39,6 +39,8 @@ rule import_official:
         checkpoint=lambda wildcards: RUNS[wildcards.run]["checkpoint"],
     log:
         f"{RESULTS}/logs/import/{{run}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/import/{{run}}.tsv"
     threads: 1
     resources:
         mem_mb=16000,
