@@ -34,6 +34,9 @@ rule reference_statistics:
         f"{RESULTS}/logs/reference_statistics.log",
     benchmark:
         f"{RESULTS}/benchmarks/reference_statistics.tsv"
+    # Every evaluation waits on it, and with two threads it fits only when nothing else runs: first, before the
+    # trainings take the cores (unprioritised, Snakemake ran it after the last training, one core idle ~4 minutes).
+    priority: 10
     threads: 2
     resources:
         mem_mb=8000,
