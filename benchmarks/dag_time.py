@@ -3,13 +3,17 @@
     python benchmarks/dag_time.py results --cores 2 --setup-s 163 --budget-s 1200 \
         --out benchmarks/results/cpu/dag_time_default.json
 
-Every rule has a Snakemake `benchmark:` file under RESULTS/benchmarks/<stage>/ (wall seconds `s`, CPU seconds
-`cpu_time`); the Snakemake log of the run (the newest under .snakemake/log/, or --log) gives the DAG's wall time,
-from its first job's start to its last job's end. The floor, max(sum of job seconds / cores, longest job), is a
-bound no scheduler beats on `cores` cores without making the jobs themselves faster, so `measured / floor` is what
-scheduling and the gaps between jobs cost, and `floor + set-up` against a budget says whether a budget can be met
-by scheduling at all. Job seconds include each job's process start-up (imports), which the JSON shows per stage as
-the shortest job of the stage.
+Every rule has a Snakemake `benchmark:` file under RESULTS/benchmarks/<stage>/; its wall seconds `s` are used (its
+`cpu_time` is polled and misses the end of short jobs). The Snakemake log of the run (the newest under
+.snakemake/log/, or --log) gives the DAG's wall time, from its first job's start to its last job's end, and each
+job's start, end and threads.
+
+The floor, max(sum of job seconds / cores, longest job), counts every job as one core (still a lower bound where a
+job takes more): no scheduler beats it on `cores` cores without making the jobs themselves faster. So
+`measured / floor` is what the order of jobs and the gaps between them cost, `floor + set-up` against a budget says
+whether scheduling alone could meet the budget, and the JSON lists the spans of 10 s or more where cores stood idle,
+with the rules that ran then: where an order or a priority would gain. Job seconds include each job's process
+start-up (imports); the shortest job of each stage bounds that from above.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import os
 import re
 import sys
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -29,6 +34,10 @@ from benchmarks.host import cpu_isa  # noqa: E402
 
 # Snakemake stamps each job's start and end as "[Mon Dec  7 21:32:28 2026]".
 STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
+JOB_HEADER = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):$")
+JOB_ID = re.compile(r"^\s+jobid: (\d+)$")
+JOB_THREADS = re.compile(r"^\s+threads: (\d+)$")
+JOB_FINISHED = re.compile(r"^Finished jobid: (\d+)")
 
 
 def job_seconds(results: Path) -> dict[str, dict[str, float]]:
@@ -49,14 +58,53 @@ def job_seconds(results: Path) -> dict[str, dict[str, float]]:
     return stages
 
 
-def dag_wall_seconds(log: Path) -> tuple[float, int]:
-    """Seconds from the first job's start stamp to the last stamp, and the number of finished jobs."""
-    lines = log.read_text().splitlines()
-    stamps = [datetime.strptime(match.group(1), "%a %b %d %H:%M:%S %Y")
-              for match in map(STAMP.match, lines) if match]
-    if len(stamps) < 2:
-        raise SystemExit(f"{log} has no job stamps: is it a Snakemake log of a run (not a dry run)?")
-    return (stamps[-1] - stamps[0]).total_seconds(), sum(line.startswith("Finished jobid") for line in lines)
+@dataclass
+class Job:
+    rule: str
+    threads: int
+    start: datetime
+    end: datetime | None = None
+
+
+def scheduled_jobs(log: Path) -> list[Job]:
+    """Each job of the run as the Snakemake log stamps it: rule, threads, start and end."""
+    jobs: dict[int, Job] = {}
+    stamp, rule, job = None, None, None
+    for line in log.read_text().splitlines():
+        if match := STAMP.match(line):
+            stamp = datetime.strptime(match.group(1), "%a %b %d %H:%M:%S %Y")
+        elif match := JOB_HEADER.match(line):
+            rule = match.group(1)
+        elif (match := JOB_ID.match(line)) and rule is not None:
+            job = jobs[int(match.group(1))] = Job(rule, 1, stamp)
+            rule = None
+        elif (match := JOB_THREADS.match(line)) and job is not None:
+            job.threads = int(match.group(1))
+        elif (match := JOB_FINISHED.match(line)) and int(match.group(1)) in jobs:
+            jobs[int(match.group(1))].end = stamp
+    finished = [job for job in jobs.values() if job.end is not None]
+    if not finished:
+        raise SystemExit(f"{log} has no finished job: is it the Snakemake log of a run (not a dry run)?")
+    return finished
+
+
+def idle_cores(jobs: list[Job], cores: int, shortest_s: float = 10) -> tuple[float, list[dict]]:
+    """Core-seconds no job held (a job holds its `threads`), and the spans of `shortest_s` or more where some
+    cores were idle, with the rules that ran then: where a better order or priority would have gained."""
+    origin = min(job.start for job in jobs)
+    edges = sorted({(job.start - origin).total_seconds() for job in jobs}
+                   | {(job.end - origin).total_seconds() for job in jobs})
+    idle_total, spans = 0.0, []
+    for start, end in zip(edges, edges[1:]):
+        running = [job for job in jobs
+                   if (job.start - origin).total_seconds() <= start and (job.end - origin).total_seconds() >= end]
+        idle = max(0, cores - sum(job.threads for job in running))
+        idle_total += idle * (end - start)
+        if idle and spans and spans[-1]["to_s"] == start and spans[-1]["running"] == sorted(j.rule for j in running):
+            spans[-1]["to_s"] = end
+        elif idle:
+            spans.append({"from_s": start, "to_s": end, "idle_cores": idle, "running": sorted(j.rule for j in running)})
+    return idle_total, [span for span in spans if span["to_s"] - span["from_s"] >= shortest_s]
 
 
 def newest_log(workdir: Path) -> Path:
@@ -79,20 +127,23 @@ def main() -> None:
 
     stages = job_seconds(args.results)
     log = args.log or newest_log(args.results.resolve().parent)
-    measured, finished = dag_wall_seconds(log)
+    jobs = scheduled_jobs(log)
+    measured = (max(job.end for job in jobs) - min(job.start for job in jobs)).total_seconds()
+    idle_core_s, idle_spans = idle_cores(jobs, args.cores)
     every_job = [seconds for jobs in stages.values() for seconds in jobs.values()]
     total = sum(every_job)
     floor = max(total / args.cores, max(every_job))
     report = {
         "benchmark": "dag_time", "results": str(args.results), "log": str(log), "cores": args.cores,
         "cpu": cpu_isa(), "load_at_start_1min": args.load,
-        "jobs_finished": finished, "jobs_timed": len(every_job),
+        "jobs_finished": len(jobs), "jobs_timed": len(every_job),
         "stages": {stage: {"jobs": len(jobs), "seconds": round(sum(jobs.values()), 2),
                            "share": round(sum(jobs.values()) / total, 4),
                            "shortest_job_s": round(min(jobs.values()), 2), "longest_job_s": round(max(jobs.values()), 2)}
                    for stage, jobs in sorted(stages.items(), key=lambda item: -sum(item[1].values()))},
         "job_seconds_total": round(total, 2),
         "floor_s": round(floor, 2), "measured_s": measured, "measured_over_floor": round(measured / floor, 3),
+        "idle_core_s": idle_core_s, "idle_spans_10s_or_more": idle_spans,
     }
     if args.setup_s is not None:
         report["setup_s"] = args.setup_s
