@@ -1,7 +1,7 @@
 """Where a finished DAG's time went, and the least wall time any schedule of its jobs could take; writes JSON.
 
     python benchmarks/dag_time.py results --cores 2 --setup-s 163 --budget-s 1200 \
-        --out benchmarks/results/cpu/dag_time_default.json
+        --out benchmarks/results/cpu/dag_time_default_COMMIT.json
 
 Every rule has a Snakemake `benchmark:` file under RESULTS/benchmarks/<stage>/; its wall seconds `s` are used (its
 `cpu_time` is polled and misses the end of short jobs). The Snakemake log of the run (the newest under
