@@ -98,12 +98,12 @@ def idle_cores(jobs: list[Job], cores: int, shortest_s: float = 10) -> tuple[flo
     for start, end in zip(edges, edges[1:]):
         running = [job for job in jobs
                    if (job.start - origin).total_seconds() <= start and (job.end - origin).total_seconds() >= end]
-        idle = max(0, cores - sum(job.threads for job in running))
+        idle, rules = max(0, cores - sum(job.threads for job in running)), sorted(job.rule for job in running)
         idle_total += idle * (end - start)
-        if idle and spans and spans[-1]["to_s"] == start and spans[-1]["running"] == sorted(j.rule for j in running):
+        if idle and spans and spans[-1]["to_s"] == start and spans[-1]["running"] == rules:
             spans[-1]["to_s"] = end
         elif idle:
-            spans.append({"from_s": start, "to_s": end, "idle_cores": idle, "running": sorted(j.rule for j in running)})
+            spans.append({"from_s": start, "to_s": end, "idle_cores": idle, "running": rules})
     return idle_total, [span for span in spans if span["to_s"] - span["from_s"] >= shortest_s]
 
 
@@ -127,20 +127,21 @@ def main() -> None:
 
     stages = job_seconds(args.results)
     log = args.log or newest_log(args.results.resolve().parent)
-    jobs = scheduled_jobs(log)
-    measured = (max(job.end for job in jobs) - min(job.start for job in jobs)).total_seconds()
-    idle_core_s, idle_spans = idle_cores(jobs, args.cores)
-    every_job = [seconds for jobs in stages.values() for seconds in jobs.values()]
+    run = scheduled_jobs(log)
+    measured = (max(job.end for job in run) - min(job.start for job in run)).total_seconds()
+    idle_core_s, idle_spans = idle_cores(run, args.cores)
+    every_job = [seconds for timings in stages.values() for seconds in timings.values()]
     total = sum(every_job)
     floor = max(total / args.cores, max(every_job))
     report = {
         "benchmark": "dag_time", "results": str(args.results), "log": str(log), "cores": args.cores,
         "cpu": cpu_isa(), "load_at_start_1min": args.load,
-        "jobs_finished": len(jobs), "jobs_timed": len(every_job),
-        "stages": {stage: {"jobs": len(jobs), "seconds": round(sum(jobs.values()), 2),
-                           "share": round(sum(jobs.values()) / total, 4),
-                           "shortest_job_s": round(min(jobs.values()), 2), "longest_job_s": round(max(jobs.values()), 2)}
-                   for stage, jobs in sorted(stages.items(), key=lambda item: -sum(item[1].values()))},
+        "jobs_finished": len(run), "jobs_timed": len(every_job),
+        "stages": {stage: {"jobs": len(timings), "seconds": round(sum(timings.values()), 2),
+                           "share": round(sum(timings.values()) / total, 4),
+                           "shortest_job_s": round(min(timings.values()), 2),
+                           "longest_job_s": round(max(timings.values()), 2)}
+                   for stage, timings in sorted(stages.items(), key=lambda item: -sum(item[1].values()))},
         "job_seconds_total": round(total, 2),
         "floor_s": round(floor, 2), "measured_s": measured, "measured_over_floor": round(measured / floor, 3),
         "idle_core_s": idle_core_s, "idle_spans_10s_or_more": idle_spans,
