@@ -92,12 +92,12 @@ def idle_cores(jobs: list[Job], cores: int, shortest_s: float = 10) -> tuple[flo
     """Core-seconds no job held (a job holds its `threads`), and the spans of `shortest_s` or more where some
     cores were idle, with the rules that ran then: where a better order or priority would have gained."""
     origin = min(job.start for job in jobs)
-    edges = sorted({(job.start - origin).total_seconds() for job in jobs}
-                   | {(job.end - origin).total_seconds() for job in jobs})
+    # (start s, end s, job) from the first job's start
+    timeline = [((job.start - origin).total_seconds(), (job.end - origin).total_seconds(), job) for job in jobs]
+    edges = sorted({second for start, end, _ in timeline for second in (start, end)})
     idle_total, spans = 0.0, []
     for start, end in zip(edges, edges[1:]):
-        running = [job for job in jobs
-                   if (job.start - origin).total_seconds() <= start and (job.end - origin).total_seconds() >= end]
+        running = [job for job_start, job_end, job in timeline if job_start <= start and job_end >= end]
         idle, rules = max(0, cores - sum(job.threads for job in running)), sorted(job.rule for job in running)
         idle_total += idle * (end - start)
         if idle and spans and spans[-1]["to_s"] == start and spans[-1]["running"] == rules:
